@@ -1,0 +1,9 @@
+"""Classical image feature transformers (scikit-learn estimators).
+
+Each takes a batch of images ``(n, h, w[, c])`` (uint8 0-255 or float in [0, 1],
+RGB, channels last) and returns an ``(n, n_features)`` matrix.
+"""
+
+from .hog import HOG
+
+__all__ = ["HOG"]
