@@ -36,6 +36,9 @@ def _check_dtype(dtype, where, index=None):
     if dtype in SUPPORTED_DTYPES:
         return
     at = "" if index is None else f" (image {index})"
+    if np.issubdtype(dtype, np.complexfloating):
+        # ValueError, as scikit-learn raises for complex input
+        raise ValueError(f"{where}Complex data not supported{at}; images are real-valued.")
     if dtype == np.float16:
         hint = "convert with X.astype(np.float32)"
     elif np.issubdtype(dtype, np.integer) or dtype == np.bool_:
@@ -162,6 +165,11 @@ def check_images(X, *, estimator=None, same_size=False, copy=False):
             )
         return [img.copy() for img in imgs] if copy else imgs
 
+    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(
+            f"{where}sparse input is not supported: images must be dense arrays "
+            "(n, h, w[, c]). Convert with X.toarray() only if it really holds pixels."
+        )
     if not isinstance(X, np.ndarray):
         hint = ""
         if isinstance(X, str):
@@ -170,6 +178,7 @@ def check_images(X, *, estimator=None, same_size=False, copy=False):
             f"{where}expected an ndarray of images (n, h, w) or (n, h, w, c), or a list of "
             f"(h, w[, c]) arrays; got {type(X).__name__}.{hint}"
         )
+    _check_dtype(X.dtype, where)
     if X.ndim not in (3, 4):
         hint = (
             " For a single image use X[np.newaxis]."
@@ -182,7 +191,6 @@ def check_images(X, *, estimator=None, same_size=False, copy=False):
             f"{where}expected images of shape (n, h, w) or (n, h, w, c); got an array with "
             f"ndim={X.ndim} and shape {X.shape}.{hint}"
         )
-    _check_dtype(X.dtype, where)
     if X.shape[0] == 0:
         raise ValueError(f"{where}got an empty batch (0 images); pass at least one image.")
     if X.ndim == 4:
