@@ -119,6 +119,26 @@ def rgb_to_hsv(X):
     return np.stack([h, s, v], axis=-1)
 
 
+def _power(x, exponent):
+    """``x ** exponent``; float32 ``x`` through float64, rounded once (machine-independent)."""
+    if x.dtype == np.float32:
+        return (x.astype(np.float64) ** exponent).astype(np.float32)
+    return x ** exponent
+
+
+def _cbrt(x):
+    """Cube root; float32 ``x`` through float64, rounded once (machine-independent)."""
+    if x.dtype == np.float32:
+        return np.cbrt(x.astype(np.float64)).astype(np.float32)
+    return np.cbrt(x)
+
+
+def _srgb_to_linear(x):
+    """sRGB gamma expansion of float ``x`` (first step of :func:`rgb_to_lab`), same dtype."""
+    dt = x.dtype.type
+    return np.where(x <= dt(0.04045), x / dt(12.92), _power((x + dt(0.055)) / dt(1.055), 2.4))
+
+
 def rgb_to_lab(X):
     """RGB ``(..., 3)`` -> CIE L*a*b* ``(..., 3)`` float: L in [0, 100], a, b in [-128, 127].
 
@@ -136,17 +156,22 @@ def rgb_to_lab(X):
     nodes (RGB multiples of 1/32) only by half a storage step (L: 100/2**15, a and
     b: 1/128) plus < 2e-4 because the table uses the exact CIE constants 841/108,
     216/24389, 24389/27 for 7.787, 0.008856, 903.3.
+
+    For float32 (and uint8) input the two transcendental functions, ``** 2.4`` and
+    the cube root, are evaluated in float64 and rounded once to float32 (see
+    :func:`_power`, :func:`_cbrt`): numpy's own float32 ``power`` / ``cbrt`` use different
+    approximations on different CPUs (SVML on AVX-512, libm elsewhere; 20-40 % of
+    results differ by an ulp), which would make the histogram bins depend on the
+    machine and on the runtime (the ONNX graph does the same float64 evaluation).
     """
     x = to_float(X)
     dt = x.dtype.type
-    lin = np.where(
-        x <= dt(0.04045), x / dt(12.92), ((x + dt(0.055)) / dt(1.055)) ** dt(2.4)
-    )
+    lin = _srgb_to_linear(x)
     m = _RGB_TO_XYZ_WHITE.astype(x.dtype)
     r, g, b = lin[..., 0], lin[..., 1], lin[..., 2]
     xyz = [r * m[i, 0] + g * m[i, 1] + b * m[i, 2] for i in range(3)]
     thr = dt(0.008856)
-    f = [np.where(t > thr, np.cbrt(t), dt(7.787) * t + dt(16.0 / 116.0)) for t in xyz]
+    f = [np.where(t > thr, _cbrt(t), dt(7.787) * t + dt(16.0 / 116.0)) for t in xyz]
     y = xyz[1]
     L = np.where(y > thr, dt(116) * f[1] - dt(16), dt(903.3) * y)
     a = dt(500) * (f[0] - f[1])

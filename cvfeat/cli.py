@@ -1,4 +1,9 @@
-"""The ``cvfeat`` command line: ``cvfeat demo`` and ``cvfeat info``."""
+"""The ``cvfeat`` command line: ``demo``, ``export``, ``predict`` and ``info``.
+
+``cvfeat predict`` is what runs on a device: it imports only numpy, OpenCV and
+ONNX Runtime (:mod:`cvfeat.runtime`), so this module imports nothing heavy at
+the top; each command imports what it needs.
+"""
 
 from __future__ import annotations
 
@@ -47,8 +52,78 @@ def info_lines():
     return lines
 
 
+# the built-in synthetic tasks (cvfeat.datasets.TASKS; kept here so that building the
+# parser imports no scikit-learn; a test checks the two agree)
+TASK_NAMES = ("blur", "color_temperature", "counting", "orientation", "scale")
+
+
 def _cmd_info(args):
-    print("\n".join(info_lines()))
+    if args.model is None:
+        print("\n".join(info_lines()))
+        return 0
+    from .export import read_model_card
+
+    card = read_model_card(args.model)
+    width = max(map(len, card), default=0)
+    print(f"model card of {args.model}:")
+    for key, value in card.items():
+        print(f"  {key:<{width}}  {value}")
+    return 0
+
+
+def _image_files(folder):
+    exts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+    from pathlib import Path
+
+    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in exts)
+    if not files:
+        raise FileNotFoundError(f"no image files (png, jpg, bmp, tif, webp) found in {folder}")
+    return files
+
+
+def _cmd_export(args):
+    import os
+
+    import joblib
+    import numpy as np
+
+    from .export import input_spec, to_onnx
+    from .io import read_images
+
+    model = joblib.load(args.model)
+    h, w, c = input_spec(model)
+    sample = np.zeros((1, h, w, 3) if c == 3 else (1, h, w), np.uint8)
+    calibration = None
+    if args.int8:
+        if args.calibration is None:
+            raise ValueError("--int8 needs --calibration DIR: images to calibrate the int8 ranges.")
+        calibration = read_images(_image_files(args.calibration), size=(h, w),
+                                  color="rgb" if c == 3 else "gray")
+    command = "cvfeat " + " ".join(args.argv)
+    onx = to_onnx(model, sample, quantize="int8" if args.int8 else None,
+                  calibration=calibration, target_name=args.target_name, command=command)
+    with open(args.out, "wb") as f:
+        f.write(onx.SerializeToString())
+    print(f"wrote {args.out}: {os.path.getsize(args.out):,d} bytes, input uint8 "
+          f"[N, {h}, {w}{', 3' if c == 3 else ''}]{' (int8)' if args.int8 else ''}")
+    return 0
+
+
+def _cmd_predict(args):
+    from .runtime import Model
+
+    model = Model(args.model)
+    preds = model.predict_files(args.images)
+    rows = [(str(p), float(v)) for p, v in zip(args.images, preds.reshape(len(preds), -1)[:, 0], strict=True)]
+    if args.csv:
+        import csv
+
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", model.metadata.get("target_name") or "prediction"])
+            writer.writerows(rows)
+    for path, value in rows:
+        print(f"{path}\t{value:.6g}")
     return 0
 
 
@@ -61,8 +136,6 @@ def _cmd_demo(args):
 
 
 def build_parser():
-    from .datasets import TASKS
-
     parser = argparse.ArgumentParser(
         prog="cvfeat",
         description="Image regression under a parameter budget: classical features first.",
@@ -74,7 +147,7 @@ def build_parser():
         description="Generate a built-in task and print a cross-validated leaderboard of "
         "classical pipelines that fit the parameter budget, plus an unbounded reference.",
     )
-    demo.add_argument("--task", default="counting", choices=sorted(TASKS),
+    demo.add_argument("--task", default="counting", choices=TASK_NAMES,
                       help="built-in synthetic task, generated in colour (default: %(default)s)")
     demo.add_argument("--n-samples", type=int, default=600, help="images (default: %(default)s)")
     demo.add_argument("--size", type=int, default=64, help="image side in pixels (default: %(default)s)")
@@ -85,14 +158,38 @@ def build_parser():
     demo.add_argument("--n-jobs", type=int, default=None, help="threads for feature extraction")
     demo.set_defaults(func=_cmd_demo)
 
-    info = sub.add_parser("info", help="versions and installed extras")
+    export = sub.add_parser(
+        "export", help="write a fitted model (joblib) as one ONNX graph, uint8 pixels in",
+        description="Export a fitted pipeline saved with joblib.dump to ONNX: raw uint8 "
+        "pixels in, prediction out; writes the model card into the file.")
+    export.add_argument("model", help="MODEL.joblib (a fitted cvfeat pipeline)")
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.add_argument("--int8", action="store_true", help="static int8 (QDQ) quantization")
+    export.add_argument("--calibration", metavar="DIR",
+                        help="folder of images for int8 calibration")
+    export.add_argument("--target-name", help="name of the target, written to the model card")
+    export.set_defaults(func=_cmd_export)
+
+    predict = sub.add_parser(
+        "predict", help="predict with an exported model (needs only onnxruntime, numpy, OpenCV)",
+        description="Read images, resize them (INTER_AREA) to the model's input size and colour, "
+        "and print one prediction per image.")
+    predict.add_argument("model", help="the .onnx file")
+    predict.add_argument("images", nargs="+", help="image files")
+    predict.add_argument("--csv", metavar="OUT", help="also write file,prediction rows to OUT")
+    predict.set_defaults(func=_cmd_predict)
+
+    info = sub.add_parser("info", help="versions and installed extras, or a model's card")
+    info.add_argument("model", nargs="?", help="an exported .onnx file: print its model card")
     info.set_defaults(func=_cmd_info)
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     try:
         return args.func(args)
     except (ValueError, TypeError, FileNotFoundError) as exc:

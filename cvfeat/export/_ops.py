@@ -1,0 +1,87 @@
+"""A tiny node builder used by cvfeat's ONNX converters.
+
+skl2onnx hands each converter a ``scope`` (unique names) and a ``container``
+(nodes and initializers). :class:`Graph` wraps the two so that a converter
+reads like the numpy code it mirrors::
+
+    g = Graph(scope, operator, container)
+    x = g.cast(operator.inputs[0].full_name, np.float32)
+    d = g.op("Sub", g.slice(x, [2], [None], axes=[1]), g.slice(x, [0], [-2], axes=[1]))
+    g.identity(d, operator.outputs[0].full_name)
+
+Only standard ``ai.onnx`` operators are emitted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, numpy_helper
+
+# opset of the ai.onnx domain cvfeat's converters are written for (and the default of
+# to_onnx); ai.onnx.ml is only used by scikit-learn / XGBoost models after the features.
+MIN_OPSET = 18
+
+_NP_TO_ONNX = {
+    np.dtype(np.float32): TensorProto.FLOAT,
+    np.dtype(np.float64): TensorProto.DOUBLE,
+    np.dtype(np.uint8): TensorProto.UINT8,
+    np.dtype(np.int8): TensorProto.INT8,
+    np.dtype(np.int32): TensorProto.INT32,
+    np.dtype(np.int64): TensorProto.INT64,
+    np.dtype(np.bool_): TensorProto.BOOL,
+}
+
+
+def onnx_dtype(dtype):
+    """TensorProto element type of a numpy dtype."""
+    return _NP_TO_ONNX[np.dtype(dtype)]
+
+
+class Graph:
+    """Add nodes and constants to a skl2onnx container under unique names."""
+
+    def __init__(self, scope, operator, container):
+        self.scope = scope
+        self.operator = operator
+        self.container = container
+        self.prefix = operator.full_name if operator is not None else "cvfeat"
+
+    def name(self, hint):
+        return self.scope.get_unique_variable_name(f"{self.prefix}_{hint}")
+
+    def const(self, value, dtype=None, hint="c"):
+        """An initializer holding ``value`` (numpy array or scalar); returns its name."""
+        arr = np.asarray(value, dtype=dtype)
+        name = self.name(hint)
+        tensor = numpy_helper.from_array(arr, name)
+        self.container.add_initializer(name, tensor.data_type, list(arr.shape),
+                                       arr.ravel().tolist())
+        return name
+
+    def op(self, op_type, *inputs, out=None, hint=None, **attrs):
+        """Add one node; returns its (single) output name, or ``out`` if given."""
+        out = out or self.name(hint or op_type.lower())
+        self.container.add_node(
+            op_type, [i if i is not None else "" for i in inputs], [out],
+            name=self.scope.get_unique_operator_name(f"{self.prefix}_{op_type}"), **attrs)
+        return out
+
+    def cast(self, x, dtype):
+        return self.op("Cast", x, to=onnx_dtype(dtype))
+
+    def slice(self, x, starts, ends, axes):
+        """``x[..., starts:ends, ...]`` on ``axes``; ``None`` in ends means to the end."""
+        big = np.iinfo(np.int64).max
+        ends = [big if e is None else e for e in ends]
+        return self.op("Slice", x, self.const(starts, np.int64), self.const(ends, np.int64),
+                       self.const(axes, np.int64))
+
+    def reshape(self, x, shape):
+        return self.op("Reshape", x, self.const(shape, np.int64))
+
+    def reduce(self, op_type, x, axes, keepdims=0):
+        """ReduceSum / ReduceMax / ... over ``axes`` (axes as an input: opset >= 18)."""
+        return self.op(op_type, x, self.const(axes, np.int64), keepdims=keepdims)
+
+    def identity(self, x, out):
+        return self.op("Identity", x, out=out)

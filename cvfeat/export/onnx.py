@@ -1,0 +1,573 @@
+"""Export a fitted cvfeat pipeline as one ONNX graph: uint8 camera pixels in, prediction out.
+
+:func:`to_onnx` is the whole user-facing story::
+
+    onx = to_onnx(pipe, X_train[:1])          # raw uint8 pixels -> prediction
+    onnx.save(onx, "model.onnx")
+
+It registers every cvfeat converter with skl2onnx (:func:`register_all`: one module
+per step under :mod:`cvfeat.export`, plus XGBoost through onnxmltools), checks that
+every step of the estimator can be exported (naming the first one that cannot, by
+its position, e.g. ``steps[1] FunctionTransformer``), converts, gives the outputs
+fixed names, writes a model card into the graph's metadata and, on request,
+quantizes the graph to int8 (:mod:`cvfeat.export.quantize`).
+
+The graph
+---------
+* input ``images``: uint8 ``[N, H, W]`` (grey) or ``[N, H, W, 3]`` (RGB), ``H``, ``W``
+  and the colour fixed by ``X_sample``, ``N`` dynamic;
+* outputs: regressors ``prediction`` float32 ``[N]`` (``[N, k]`` for k targets);
+  classifiers ``label`` ``[N]`` and ``probabilities`` float32 ``[N, n_classes]``
+  (no ZipMap); a pipeline of transformers only ``features`` float32 ``[N, d]``.
+* operator domains: cvfeat's own steps, linear models and scalers use standard
+  ``ai.onnx`` operators only (linear models and scalers are written as MatMul/Add and
+  Sub/Div, not as the ``ai.onnx.ml`` LinearRegressor/Scaler); trees, forests,
+  XGBoost and SVMs use ``ai.onnx.ml`` (TreeEnsemble*, SVM*), which ONNX Runtime
+  implements but some other runtimes do not. The model card lists the domains used.
+
+Model card
+----------
+``to_onnx`` writes the model card of :mod:`cvfeat.export.card` into the graph's
+``metadata_props``; :func:`~cvfeat.export.card.read_model_card` reads it back.
+
+Trees
+-----
+Tree models (scikit-learn forests / boosting, XGBoost) are exact in the graph given its
+float32 features (skl2onnx picks float32 thresholds equivalent to scikit-learn's float64
+ones; XGBoost and onnxmltools both compare float32). The graph's features are computed
+in float32 and the numpy path's in float64, so a feature within an ulp of a threshold
+can take the other branch: rare on new images (0 of 400 measured), frequent for XGBoost
+on its own training images, whose feature values are its split values. Check tree
+parity on held-out images; ``docs/export_trees.md`` has the details and numbers.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import importlib
+import json
+import shlex
+import sys
+
+import numpy as np
+
+from .._validation import check_images
+from ._ops import MIN_OPSET
+from .card import write_model_card
+
+__all__ = ["check_exportable", "register_all", "supported_steps", "to_onnx"]
+
+#: cvfeat's converter modules, one per step module (``features/hog.py`` ->
+#: ``export/hog.py``); each defines ``register()``. A new step: one more line here.
+CONVERTER_MODULES = (
+    "hog",
+    "color",
+    "lbp",
+    "sift",
+    "preprocessing",
+    "kernels",
+)
+
+#: default opsets: ai.onnx for cvfeat's converters, ai.onnx.ml for trees / SVMs
+DEFAULT_OPSET = {"": MIN_OPSET, "ai.onnx.ml": 3}
+
+INPUT_NAME = "images"
+# ai.onnx.ml operators skl2onnx can avoid: linear models and scalers in ai.onnx
+_AVOID_ML_OPS = {"LinearRegressor", "Scaler", "Normalizer"}
+
+_registered = False
+
+
+def register_all():
+    """Register every cvfeat converter (and XGBoost's) with skl2onnx; idempotent.
+
+    Called by :func:`to_onnx`; call it yourself only to use ``skl2onnx`` directly
+    on cvfeat pipelines.
+
+    Examples
+    --------
+    >>> from cvfeat.export import register_all
+    >>> register_all()
+    >>> register_all()  # the second call does nothing
+    """
+    global _registered
+    if _registered:
+        return
+    for name in CONVERTER_MODULES:
+        importlib.import_module(f"{__package__}.{name}").register()
+    _register_xgboost()
+    _registered = True
+
+
+def _register_xgboost():
+    """XGBRegressor / XGBClassifier through onnxmltools' XGBoost converter."""
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+    from xgboost import XGBClassifier, XGBRegressor
+
+    def convert(scope, operator, container):
+        model = operator.raw_operator
+        booster = model.get_booster()
+        if booster.feature_names is None:
+            return convert_xgboost(scope, operator, container)
+        # onnxmltools reads the feature index from split names 'f<i>'; a model fitted on a
+        # DataFrame (set_output(transform='pandas')) has column names there instead, so
+        # convert a copy whose booster has no feature names
+        plain = booster.copy()
+        plain.feature_names = None
+        plain.feature_types = None
+        clone = copy.copy(model)
+        clone._Booster = plain
+        operator.raw_operator = clone
+        try:
+            return convert_xgboost(scope, operator, container)
+        finally:
+            operator.raw_operator = model
+
+    update_registered_converter(
+        XGBRegressor, "XGBoostXGBRegressor", calculate_linear_regressor_output_shapes, convert)
+    update_registered_converter(
+        XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes,
+        convert, options={"nocl": [True, False], "zipmap": [True, False, "columns"]})
+
+
+def _registry():
+    from skl2onnx._supported_operators import sklearn_operator_name_map
+
+    return sklearn_operator_name_map
+
+
+def supported_steps():
+    """Names of the steps :func:`to_onnx` can export, grouped by origin.
+
+    Returns
+    -------
+    steps : dict
+        ``{'cvfeat': [...], 'xgboost': [...], 'scikit-learn': [...]}``, class names.
+    """
+    register_all()
+    groups = {"cvfeat": [], "xgboost": [], "scikit-learn": []}
+    for cls in _registry():
+        mod = cls.__module__.split(".")[0]
+        key = mod if mod in ("cvfeat", "xgboost") else "scikit-learn"
+        groups[key].append(cls.__name__)
+    return {k: sorted(set(v)) for k, v in groups.items()}
+
+
+def _supported_message():
+    steps = supported_steps()
+    common = [n for n in ("StandardScaler", "PCA", "Ridge", "SVR", "LinearSVR",
+                          "RandomForestRegressor", "GradientBoostingRegressor", "KNeighborsRegressor")
+              if n in steps["scikit-learn"]]
+    return (
+        f"Supported steps: cvfeat {', '.join(steps['cvfeat'])} (SIFTBoW with mode='dense'); "
+        f"XGBoost {', '.join(steps['xgboost'])}; and the scikit-learn estimators skl2onnx "
+        f"converts ({len(steps['scikit-learn'])}, e.g. {', '.join(common)}; full list: "
+        "cvfeat.export.supported_steps()), inside Pipeline and FeatureUnion."
+    )
+
+
+# -- walking the estimator -----------------------------------------------------------
+
+
+def _unwrap(est):
+    """A fitted search (GridSearchCV, ...) exports its refitted best estimator."""
+    from sklearn.model_selection._search import BaseSearchCV
+
+    while isinstance(est, BaseSearchCV):
+        if not hasattr(est, "best_estimator_"):
+            raise ValueError(
+                f"{type(est).__name__} has no best_estimator_ (refit=False or not fitted); "
+                "export the refitted estimator itself."
+            )
+        est = est.best_estimator_
+    return est
+
+
+def _prune(est):
+    """The same fitted estimator without 'passthrough' / None / 'drop' steps, which
+    skl2onnx cannot parse (new Pipeline / FeatureUnion objects around the same steps)."""
+    from sklearn.pipeline import FeatureUnion, Pipeline
+
+    if isinstance(est, Pipeline):
+        steps = [(n, _prune(s)) for n, s in est.steps
+                 if s is not None and not (isinstance(s, str) and s == "passthrough")]
+        return Pipeline(steps)
+    if isinstance(est, FeatureUnion):
+        kept = [(n, _prune(t)) for n, t in est.transformer_list
+                if not (isinstance(t, str) and t == "drop")]
+        return FeatureUnion(kept, transformer_weights=est.transformer_weights)
+    return est
+
+
+def _leaves(est, path):
+    """(position, estimator) of every step, through Pipeline / FeatureUnion; a
+    FeatureUnion branch 'passthrough' is yielded as the string."""
+    from sklearn.pipeline import FeatureUnion, Pipeline
+
+    if isinstance(est, Pipeline):
+        for i, (_name, step) in enumerate(est.steps):
+            if step is None or (isinstance(step, str) and step == "passthrough"):
+                continue
+            yield from _leaves(step, f"{path}.steps[{i}]" if path else f"steps[{i}]")
+    elif isinstance(est, FeatureUnion):
+        for i, (_name, tr) in enumerate(est.transformer_list):
+            if isinstance(tr, str) and tr in ("drop", "passthrough"):
+                if tr == "passthrough":
+                    yield f"{path}.transformer_list[{i}]" if path else f"transformer_list[{i}]", tr
+                continue
+            yield from _leaves(
+                tr, f"{path}.transformer_list[{i}]" if path else f"transformer_list[{i}]")
+    else:
+        yield path or "estimator", est
+
+
+def input_spec(estimator):
+    """``(h, w, c)`` of the images a fitted pipeline takes (c = 1 for grey).
+
+    Read from the first step that recorded ``image_shape_`` in ``fit`` (every
+    cvfeat image step does); raises if no step knows a fixed image size.
+    """
+    for _path, step in _leaves(_unwrap(estimator), ""):
+        shape = getattr(step, "image_shape_", None)
+        # a size-free step fitted on a ragged list knows only its channels: look further
+        if shape is not None and shape[0] is not None:
+            return tuple(int(v) for v in shape)
+    raise ValueError(
+        "cannot tell the input image size of this model: no step recorded a fixed image size "
+        "in fit. Put cvfeat.preprocessing.Resize(size=(h, w)) first, or export with "
+        "cvfeat.export.to_onnx(model, X_sample) and a sample image of the deployed size."
+    )
+
+
+def check_exportable(estimator):
+    """Raise if a step of ``estimator`` cannot be exported, naming where it is.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A (fitted) cvfeat / scikit-learn estimator or Pipeline.
+
+    Raises
+    ------
+    TypeError
+        A step has no ONNX converter: ``steps[1] FunctionTransformer has no ONNX
+        converter``, with the list of supported steps.
+    ValueError
+        ``SIFTBoW(mode='keypoints')`` (OpenCV's keypoint detector has no ONNX form;
+        ``mode='dense'`` is the exportable alternative).
+    """
+    register_all()
+    registry = _registry()
+    from sklearn.preprocessing import FunctionTransformer
+
+    from ..features import SIFTBoW
+
+    for path, step in _leaves(_unwrap(estimator), ""):
+        if isinstance(step, str):  # 'passthrough' inside a FeatureUnion
+            raise TypeError(
+                f"{path} 'passthrough' has no ONNX converter: a FeatureUnion branch that "
+                "passes raw images through would put pixels next to features. Remove it. "
+                + _supported_message())
+        cls = type(step).__name__
+        if isinstance(step, SIFTBoW) and step.mode != "dense":
+            raise ValueError(
+                f"{path} SIFTBoW(mode={step.mode!r}) cannot be exported: OpenCV's keypoint "
+                "detector has no ONNX form. Use SIFTBoW(mode='dense') (a fixed grid of SIFT "
+                "descriptors, same bag-of-words encoding), which exports to ONNX, and refit."
+            )
+        if isinstance(step, FunctionTransformer) and (
+                step.func is not None or step.inverse_func is not None):
+            raise TypeError(
+                f"{path} {cls} has no ONNX converter: its func={step.func!r} is arbitrary "
+                "Python (only FunctionTransformer() without func, the identity, exports). "
+                "Replace it by a cvfeat or scikit-learn step. " + _supported_message())
+        if type(step) not in registry:
+            raise TypeError(
+                f"{path} {cls} has no ONNX converter. " + _supported_message()
+                + " Replace the step, or register a converter with "
+                "skl2onnx.update_registered_converter."
+            )
+
+
+def _task(est):
+    from sklearn.base import is_classifier, is_regressor
+
+    if is_classifier(est):
+        return "classification"
+    if is_regressor(est):
+        return "regression"
+    if hasattr(est, "transform"):
+        return "features"
+    raise TypeError(
+        f"{type(est).__name__} is neither a regressor, a classifier nor a transformer; "
+        "to_onnx exports pipelines that end with one of those."
+    )
+
+
+def _classifiers(est):
+    from sklearn.base import is_classifier
+
+    return [s for _, s in _leaves(est, "") if not isinstance(s, str) and is_classifier(s)]
+
+
+def _has_zipmap(clf):
+    """Whether skl2onnx's converter of ``clf`` takes the ``zipmap`` option (LinearSVC
+    and SVC without probabilities do not: they never add a ZipMap)."""
+    from skl2onnx.common._registration import get_converter
+
+    allowed = get_converter(_registry()[type(clf)]).get_allowed_options()
+    return allowed is None or "zipmap" in allowed
+
+
+def _describe(est):
+    from sklearn.pipeline import FeatureUnion, Pipeline
+
+    if isinstance(est, Pipeline):
+        return " -> ".join(_describe(s) for _, s in est.steps
+                           if s is not None and not isinstance(s, str))
+    if isinstance(est, FeatureUnion):
+        parts = [_describe(t) for _, t in est.transformer_list if not isinstance(t, str)]
+        return f"FeatureUnion({', '.join(parts)})"
+    return type(est).__name__
+
+
+# -- to_onnx -------------------------------------------------------------------------
+
+
+def _check_sample(X_sample):
+    X = check_images(X_sample, estimator="to_onnx", same_size=True)
+    if X.dtype != np.uint8:
+        raise TypeError(
+            f"to_onnx: X_sample has dtype {X.dtype}, but the exported graph takes the camera's "
+            "uint8 pixels (0-255) and converts them itself. Pass uint8 images of the size "
+            "and colour the device will send, e.g. X_train[:1] of a uint8 training set "
+            "(for float images in [0, 1]: (X * 255).round().astype(np.uint8))."
+        )
+    return X
+
+
+def _opsets(target_opset):
+    opset = dict(DEFAULT_OPSET)
+    if isinstance(target_opset, dict):
+        opset.update(target_opset)
+    elif target_opset is not None:
+        opset[""] = int(target_opset)
+    if opset[""] < MIN_OPSET:
+        raise ValueError(
+            f"to_onnx: target_opset {opset['']} is too old; cvfeat's converters need ai.onnx "
+            f"opset >= {MIN_OPSET}. Leave target_opset=None (default {DEFAULT_OPSET})."
+        )
+    return opset
+
+
+def _reference(est, X, task):
+    """The estimator's own output on a few sample images (also checks it is usable)."""
+    return np.asarray(est.transform(X) if task == "features" else est.predict(X))
+
+
+def _rename(graph, old, new):
+    for node in graph.node:
+        node.input[:] = [new if i == old else i for i in node.input]
+        node.output[:] = [new if o == old else o for o in node.output]
+    for out in graph.output:
+        if out.name == old:
+            out.name = new
+
+
+def _finish_outputs(onx, task, ref):
+    """Give the outputs cvfeat's names; a single-target regressor returns ``[N]``."""
+    from onnx import TensorProto, helper
+
+    graph = onx.graph
+    outs = list(graph.output)
+    if task == "classification":
+        names = ["label", "probabilities"]
+    elif task == "regression":
+        names = ["prediction"]
+    else:
+        names = ["features"]
+    if len(outs) != len(names):
+        raise RuntimeError(
+            f"to_onnx: skl2onnx produced outputs {[o.name for o in outs]}; expected "
+            f"{len(names)} ({', '.join(names)}). Please report this with the pipeline."
+        )
+    for out, new in zip(outs, names, strict=True):
+        if out.name != new:
+            _rename(graph, out.name, new)
+    first = graph.output[0]
+    if task == "regression":
+        elem = first.type.tensor_type.elem_type
+        raw = "prediction_raw"
+        _rename(graph, "prediction", raw)
+        x = raw
+        if elem != TensorProto.FLOAT:
+            graph.node.append(helper.make_node("Cast", [x], ["prediction_f32"],
+                                               to=TensorProto.FLOAT, name="cvfeat_cast"))
+            x = "prediction_f32"
+        k = 1 if ref.ndim == 1 else ref.shape[1]
+        shape = [-1] if ref.ndim == 1 else [-1, k]
+        graph.initializer.append(
+            helper.make_tensor("prediction_shape", TensorProto.INT64, [len(shape)], shape))
+        graph.node.append(helper.make_node("Reshape", [x, "prediction_shape"], ["prediction"],
+                                           name="cvfeat_prediction"))
+        del graph.output[0]
+        graph.output.insert(0, helper.make_tensor_value_info(
+            "prediction", TensorProto.FLOAT, ["N"] if ref.ndim == 1 else ["N", k]))
+    for vi in list(graph.input) + list(graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = "N"
+    return onx
+
+
+def _count_params(est):
+    from ..budget import count_params
+
+    try:
+        return int(count_params(est))
+    except (TypeError, ValueError):
+        return None
+
+
+def _domains(onx):
+    return sorted({n.domain or "ai.onnx" for n in onx.graph.node})
+
+
+def to_onnx(estimator, X_sample, *, target_opset=None, name=None, quantize=None,
+            calibration=None, target_name=None, command=None):
+    """Export a fitted pipeline as one ONNX graph from uint8 pixels to its output.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+        A Pipeline (or FeatureUnion, or single step) whose first steps take images:
+        cvfeat steps, then scikit-learn / XGBoost models. A fitted GridSearchCV /
+        RandomizedSearchCV exports its ``best_estimator_``.
+    X_sample : (n, h, w[, 3]) uint8 ndarray
+        A few images exactly as the device sends them: they fix the input's height,
+        width and colour (the batch size stays dynamic) and are run through
+        ``estimator`` once as a check. Float images are refused: the graph takes
+        the camera's uint8 pixels.
+    target_opset : int or dict, optional
+        ``{'': 18, 'ai.onnx.ml': 3}`` by default; an int sets the ai.onnx opset
+        (>= 18).
+    name : str, optional
+        Graph name (default ``'cvfeat'``).
+    quantize : {None, 'int8'}, default=None
+        'int8': static QDQ quantization of the weight-carrying operators after the
+        features (see :func:`cvfeat.export.quantize.quantize_int8`); needs
+        ``calibration``.
+    calibration : (m, h, w[, 3]) uint8 ndarray, optional
+        Representative images for ``quantize='int8'`` (a few dozen to a few hundred).
+    target_name : str, optional
+        What the model predicts (model card).
+    command : str, optional
+        Recorded in the model card; default: the command line (``sys.argv``).
+
+    Returns
+    -------
+    onx : onnx.ModelProto
+        Input ``images`` uint8 ``[N, h, w]`` / ``[N, h, w, 3]``; outputs ``prediction``
+        float32 ``[N]`` (regressors), ``label`` and ``probabilities`` (classifiers) or
+        ``features`` float32 ``[N, d]`` (transformers). Save with ``onnx.save``.
+
+    Raises
+    ------
+    TypeError
+        Float ``X_sample``; a step without converter (named by position, e.g.
+        ``steps[1] FunctionTransformer has no ONNX converter``).
+    ValueError
+        ``SIFTBoW(mode='keypoints')``; ``X_sample`` that does not fit the estimator;
+        ``quantize='int8'`` without ``calibration``.
+
+    See Also
+    --------
+    check_parity : compare the graph's outputs with the estimator's.
+    read_model_card : the metadata written here.
+    compare_quantized : fp32 vs int8 size, accuracy and latency.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import onnxruntime as ort
+    >>> from sklearn.linear_model import Ridge
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from cvfeat.export import to_onnx
+    >>> from cvfeat.features import HOG
+    >>> from cvfeat.preprocessing import Grayscale
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.integers(0, 256, (8, 24, 32, 3), dtype=np.uint8)
+    >>> y = rng.random(8)
+    >>> pipe = make_pipeline(Grayscale(), HOG(pixels_per_cell=(8, 8)), Ridge()).fit(X, y)
+    >>> onx = to_onnx(pipe, X[:1])
+    >>> [i.name for i in onx.graph.input], [o.name for o in onx.graph.output]
+    (['images'], ['prediction'])
+    >>> sess = ort.InferenceSession(onx.SerializeToString(), providers=["CPUExecutionProvider"])
+    >>> pred = sess.run(None, {"images": X})[0]
+    >>> pred.shape, bool(np.allclose(pred, pipe.predict(X), rtol=1e-4, atol=1e-5))
+    ((8,), True)
+    """
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import UInt8TensorType
+
+    import cvfeat
+
+    register_all()
+    X = _check_sample(X_sample)
+    if quantize not in (None, "int8"):
+        raise ValueError(f"to_onnx: quantize must be None or 'int8'; got {quantize!r}.")
+    if quantize == "int8" and calibration is None:
+        raise ValueError(
+            "to_onnx: quantize='int8' needs calibration=X_cal, a few dozen representative "
+            "uint8 images of the input size, to set the activation ranges."
+        )
+    est = _unwrap(estimator)
+    check_exportable(est)
+    task = _task(est)
+    ref = _reference(est, X[:2], task)
+    est = _prune(est)
+    opset = _opsets(target_opset)
+    # every classifier gets an entry: skl2onnx's Pipeline parser would otherwise add
+    # zipmap=True, which LinearSVC's converter rejects
+    options = {id(c): {"zipmap": False} if _has_zipmap(c) else {} for c in _classifiers(est)}
+    onx = convert_sklearn(
+        est, initial_types=[(INPUT_NAME, UInt8TensorType([None, *X.shape[1:]]))],
+        target_opset=opset, options=options or None, name=name or "cvfeat",
+        black_op=_AVOID_ML_OPS)
+    onx = _finish_outputs(onx, task, ref)
+    onx.producer_name, onx.producer_version = "cvfeat", cvfeat.__version__
+    steps = _describe(est)
+    onx.doc_string = f"cvfeat {steps}: uint8 images {list(X.shape[1:])} -> {task}"
+    classes = None
+    if task == "classification":
+        classes = json.dumps(np.asarray(est.classes_).tolist())
+    n_params = _count_params(est)
+    write_model_card(onx, {
+        "version": cvfeat.__version__,
+        "count_params": "unknown" if n_params is None else n_params,
+        "input": INPUT_NAME,
+        "input_size": f"{X.shape[1]}x{X.shape[2]}",
+        "input_color": "gray" if X.ndim == 3 else "rgb",
+        "input_dtype": "uint8",
+        "task": task,
+        "outputs": ",".join(o.name for o in onx.graph.output),
+        "classes": classes,
+        "target_name": target_name,
+        "steps": steps,
+        "domains": ",".join(_domains(onx)),
+        "opset": ",".join(f"{d or 'ai.onnx'}={v}" for d, v in sorted(opset.items())),
+        "command": command if command is not None else shlex.join(sys.argv),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "quantization": "none",
+    })
+    if quantize == "int8":
+        from .quantize import quantize_int8
+
+        onx = quantize_int8(onx, calibration)
+    return onx
