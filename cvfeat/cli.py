@@ -131,7 +131,8 @@ def _cmd_demo(args):
     from ._demo import run_demo
 
     run_demo(task=args.task, n_samples=args.n_samples, size=args.size, cv=args.cv,
-             budget=args.budget, random_state=args.random_state, n_jobs=args.n_jobs)
+             budget=args.budget, random_state=args.random_state, n_jobs=args.n_jobs,
+             export_path=None if args.no_export else args.out)
     return 0
 
 
@@ -156,6 +157,9 @@ def build_parser():
                       help="parameter budget for the whole pipeline (default: %(default)s)")
     demo.add_argument("--random-state", type=int, default=0)
     demo.add_argument("--n-jobs", type=int, default=None, help="threads for feature extraction")
+    demo.add_argument("--out", default="cvfeat_demo_best.onnx",
+                      help="where to export the best within-budget model (default: %(default)s)")
+    demo.add_argument("--no-export", action="store_true", help="skip the ONNX export")
     demo.set_defaults(func=_cmd_demo)
 
     export = sub.add_parser(

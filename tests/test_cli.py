@@ -22,9 +22,17 @@ def test_info_lists_versions_and_extras(capsys):
     assert "MISSING" not in out
 
 
-def test_demo_prints_a_leaderboard(capsys):
-    assert main(["demo", "--n-samples", "80", "--cv", "2", "--size", "48"]) == 0
+def test_demo_prints_a_leaderboard_and_exports_the_best(capsys, tmp_path):
+    onnx_path = tmp_path / "best.onnx"
+    assert main(["demo", "--n-samples", "80", "--cv", "2", "--size", "48",
+                 "--out", str(onnx_path)]) == 0
     out = capsys.readouterr().out
+    assert onnx_path.exists()
+    exported = next(ln for ln in out.splitlines() if ln.startswith("exported"))
+    best = next(ln for ln in out.splitlines() if ln.startswith("best within"))
+    assert best.split(": ", 1)[1].split(" (MAE")[0] in exported
+    max_rel = float(exported.split("max rel ")[1].split(";")[0])
+    assert max_rel <= 1e-4 and "latency in ONNX Runtime" in exported
     assert "CV MAE" in out and "params" in out
     lines = [ln for ln in out.splitlines() if ln[:4].strip().isdigit()]
     assert len(lines) == 6  # five budgeted pipelines and the reference
