@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import pickle
 
 import numpy as np
@@ -252,3 +253,112 @@ def test_every_public_estimator_is_covered():
     covered = {type(e).__name__ for e in ALL_ESTIMATORS}
     public = set(cvfeat.features.__all__) | set(cvfeat.preprocessing.__all__) | {"ImageLoader"}
     assert public <= covered, public - covered
+
+
+# -- the micro-CNN estimators (need the ``cnn`` extra) ---------------------------------------
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _models():
+    if not HAS_TORCH:
+        return []
+    from cvfeat.models import HybridCNNRegressor, MicroCNNClassifier, MicroCNNRegressor
+
+    fast = dict(max_params=400, max_epochs=1, batch_size=8, random_state=0)
+    return [
+        MicroCNNRegressor(**fast),
+        MicroCNNClassifier(**fast),
+        HybridCNNRegressor(ColorHistogram(bins=2, space="rgb"), **{**fast, "max_params": 500}),
+    ]
+
+
+MODELS = _models()
+
+# What scikit-learn's predictor checks feed is a 2-D table too: the models refuse it like
+# every image step (fit validates y, then the images; see test_model_* below for the same
+# properties on images).
+MODEL_TABLE_CHECKS = [
+    "check_regressors_train", "check_regressors_train(readonly_memmap=True)",
+    "check_regressors_train(readonly_memmap=True,X_dtype=float32)",
+    "check_regressor_multioutput", "check_regressors_int", "check_regressors_no_decision_function",
+    "check_classifiers_train", "check_classifiers_train(readonly_memmap=True)",
+    "check_classifiers_train(readonly_memmap=True,X_dtype=float32)",
+    "check_classifiers_classes", "check_supervised_y_2d", "check_estimators_pickle",
+    "check_estimators_pickle(readonly_memmap=True)", "check_estimators_overwrite_params",
+]
+_MODEL_NOT_ARRAY = (
+    "feeds a 2-D table as a non-ndarray array-like; images are ndarrays or lists of ndarrays."
+)
+
+
+def expected_failed_model_checks(estimator):
+    failures = {name: _TABLE for name in TABLE_CHECKS + MODEL_TABLE_CHECKS}
+    failures.update(OTHER_CHECKS)
+    failures["check_regressor_data_not_an_array"] = _MODEL_NOT_ARRAY
+    failures["check_classifier_data_not_an_array"] = _MODEL_NOT_ARRAY
+    return failures
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="the micro-CNNs need the cnn extra (torch)")
+@parametrize_with_checks(MODELS, expected_failed_checks=expected_failed_model_checks)
+def test_sklearn_compatible_model(estimator, check):
+    check(estimator)
+
+
+def _model_data(est, n=24, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    X[:, 4:10, 4:10] = 255
+    if type(est).__name__ == "MicroCNNClassifier":
+        y = np.array(["a", "b", "c"])[np.arange(n) % 3]
+    else:
+        y = X.reshape(n, -1).mean(axis=1) / 255
+    return X, y
+
+
+@pytest.mark.parametrize("est", MODELS, ids=_ids(MODELS))
+def test_model_fit_returns_self_params_kept_input_untouched(est):
+    est = clone(est)
+    params = copy.deepcopy(est.get_params())
+    X, y = _model_data(est)
+    X_before, y_before = X.copy(), y.copy()
+    assert est.fit(X, y) is est
+    assert {k: repr(v) for k, v in params.items()} == {
+        k: repr(v) for k, v in est.get_params().items()
+    }
+    np.testing.assert_array_equal(X, X_before)
+    np.testing.assert_array_equal(y, y_before)
+
+
+@pytest.mark.parametrize("est", MODELS, ids=_ids(MODELS))
+def test_model_idempotent_pickle_readonly_subsets(est):
+    X, y = _model_data(est)
+    a = clone(est).fit(X, y)
+    fitted_twice = clone(est).fit(X, y).fit(X, y)
+    full = a.predict(X)
+    np.testing.assert_array_equal(full, fitted_twice.predict(X))
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(a)).predict(X), full)
+    ro = X.copy()
+    ro.setflags(write=False)
+    clone(est).fit(ro, y).predict(ro)
+    order = np.random.default_rng(1).permutation(len(X))
+    np.testing.assert_array_equal(a.predict(X[order]), full[order])
+    np.testing.assert_array_equal(a.predict(X[:1]), full[:1])
+    assert a.predict((X / 255).astype(np.float32)).shape == full.shape
+
+
+@pytest.mark.parametrize("est", MODELS, ids=_ids(MODELS))
+def test_model_unfitted_and_table_refused(est):
+    X, _ = _model_data(est)
+    with pytest.raises(NotFittedError):
+        clone(est).predict(X)
+    with pytest.raises(ValueError, match=r"ndim=2.*image step first"):
+        clone(est).fit(np.zeros((10, 5)), np.arange(10) % 2)
+
+
+def test_every_model_is_covered():
+    if not HAS_TORCH:
+        pytest.skip("the micro-CNNs need the cnn extra (torch)")
+    import cvfeat.models
+
+    assert set(cvfeat.models.__all__) <= {type(e).__name__ for e in MODELS}
