@@ -14,6 +14,8 @@ Only standard ``ai.onnx`` operators are emitted.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from onnx import TensorProto, numpy_helper
 
@@ -85,3 +87,65 @@ class Graph:
 
     def identity(self, x, out):
         return self.op("Identity", x, out=out)
+
+
+class ImageInput(NamedTuple):
+    """The checked input of an image step's converter (see :func:`image_input`)."""
+
+    shape: list
+    h: int | None
+    w: int | None
+    channels: int
+    dtype: np.dtype
+    where: str
+
+
+def image_input(operator, *, fixed_size=False, check_fit=True):
+    """Check the input variable of an image step's operator; return its layout.
+
+    The checks every cvfeat image converter shares: a uint8 / float / double
+    tensor (else ``TypeError``), of shape ``[N, H, W]`` or ``[N, H, W, 3]`` (a
+    trailing 1 counts as grey), with the colour mode the step was fitted on
+    (``image_shape_``, when ``check_fit``), and with a fixed ``H`` and ``W`` when
+    ``fixed_size`` (the step's constants depend on them). Messages name the step
+    and the input.
+    """
+    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, UInt8TensorType
+
+    est = operator.raw_operator
+    var = operator.inputs[0]
+    where = f"{type(est).__name__} (ONNX export, input {var.onnx_name!r})"
+    kinds = {UInt8TensorType: np.uint8, FloatTensorType: np.float32, DoubleTensorType: np.float64}
+    dtype = kinds.get(type(var.type))
+    if dtype is None:
+        raise TypeError(
+            f"{where}: input type {type(var.type).__name__} is not supported; use "
+            "UInt8TensorType (0-255 pixels), FloatTensorType or DoubleTensorType ([0, 1])."
+        )
+    shape = list(var.type.shape)
+    if len(shape) == 3:
+        channels = 1
+    elif len(shape) == 4 and shape[3] in (1, 3):
+        channels = shape[3]
+    else:
+        raise ValueError(
+            f"{where}: input shape {shape} is not an image batch; expected [N, H, W] (grey) "
+            "or [N, H, W, 3] (RGB)."
+        )
+    fitted = getattr(est, "image_shape_", None)
+    if check_fit and fitted is not None and (channels == 1) != (fitted[2] == 1):
+        seen = "grey" if fitted[2] == 1 else "RGB"
+        raise ValueError(
+            f"{where}: the step was fitted on {seen} images but the input shape {shape} is "
+            f"{'grey' if channels == 1 else 'RGB'}; declare the input as "
+            f"{'[N, H, W]' if fitted[2] == 1 else '[N, H, W, 3]'}."
+        )
+    h, w = (s if isinstance(s, int) else None for s in shape[1:3])
+    if fixed_size and (h is None or w is None):
+        raise ValueError(
+            f"{where}: the image size must be fixed in the graph: its height and width must be "
+            f"fixed numbers (got {shape}), since the step's constants depend on them. Declare "
+            "the input as [N, H, W(, 3)] with numbers (cvfeat.export.to_onnx fixes them from "
+            "X_sample) or put a Resize step first."
+        )
+    return ImageInput(shape, h, w, channels, np.dtype(dtype), where)

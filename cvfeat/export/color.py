@@ -32,7 +32,7 @@ from onnx import TensorProto
 
 from .. import _color
 from ..features.color import ColorHistogram
-from ._ops import Graph
+from ._ops import Graph, image_input
 
 __all__ = ["converter", "register", "shape_calculator"]
 
@@ -45,41 +45,8 @@ JOINT_INDEX_HINT = "joint_bin_index"
 
 def _input_layout(operator):
     """(rank, channels, numpy dtype of the input) with the checks shared by both hooks."""
-    from skl2onnx.common.data_types import (
-        DoubleTensorType,
-        FloatTensorType,
-        UInt8TensorType,
-    )
-
-    est = operator.raw_operator
-    var = operator.inputs[0]
-    kinds = {UInt8TensorType: np.uint8, FloatTensorType: np.float32, DoubleTensorType: np.float64}
-    dtype = kinds.get(type(var.type))
-    shape = var.type.shape
-    where = f"ColorHistogram (ONNX export, input {var.onnx_name!r})"
-    if dtype is None:
-        raise TypeError(
-            f"{where}: input type {type(var.type).__name__} is not supported; use "
-            "UInt8TensorType (0-255 pixels), FloatTensorType or DoubleTensorType ([0, 1])."
-        )
-    if len(shape) == 3:
-        channels = 1
-    elif len(shape) == 4 and shape[3] in (1, 3):
-        channels = shape[3]
-    else:
-        raise ValueError(
-            f"{where}: input shape {shape} is not an image batch; expected [N, H, W] (grey) "
-            "or [N, H, W, 3] (RGB)."
-        )
-    fitted = est.image_shape_[2]
-    if (channels == 1) != (fitted == 1):
-        seen = "grey" if fitted == 1 else "RGB"
-        raise ValueError(
-            f"{where}: the step was fitted on {seen} images but the input shape {shape} "
-            f"is {'grey' if channels == 1 else 'RGB'}; declare the input as "
-            f"{'[N, H, W]' if fitted == 1 else '[N, H, W, 3]'}."
-        )
-    return len(shape), channels, np.dtype(dtype)
+    inp = image_input(operator)
+    return len(inp.shape), inp.channels, inp.dtype
 
 
 def shape_calculator(operator):

@@ -71,51 +71,26 @@ from __future__ import annotations
 import numpy as np
 
 from ..features.hog import _EPS, HOG, orientation_edges
-from ._ops import Graph
+from ._ops import Graph, image_input
 
 __all__ = ["converter", "register", "shape_calculator"]
 
 
 def _input_layout(operator):
     """(height, width, channels, numpy dtype of the input), checked against the fit."""
-    from skl2onnx.common.data_types import (
-        DoubleTensorType,
-        FloatTensorType,
-        UInt8TensorType,
-    )
-
     est = operator.raw_operator
-    var = operator.inputs[0]
-    kinds = {UInt8TensorType: np.uint8, FloatTensorType: np.float32, DoubleTensorType: np.float64}
-    dtype = kinds.get(type(var.type))
-    shape = list(var.type.shape)
-    where = f"HOG (ONNX export, input {var.onnx_name!r})"
-    if dtype is None:
-        raise TypeError(
-            f"{where}: input type {type(var.type).__name__} is not supported; use "
-            "UInt8TensorType (0-255 pixels), FloatTensorType or DoubleTensorType ([0, 1])."
-        )
+    inp = image_input(operator, check_fit=False)  # HOG checks the whole shape itself
     h, w, c = est.image_shape_
-    if len(shape) == 3:
-        channels = 1
-    elif len(shape) == 4 and shape[3] in (1, 3):
-        channels = shape[3]
-    else:
-        raise ValueError(
-            f"{where}: input shape {shape} is not an image batch; expected [N, {h}, {w}] "
-            f"(grey) or [N, {h}, {w}, 3] (RGB)."
-        )
-    expected = [h, w] + ([] if c == 1 else [3])
-    got = shape[1:3] + ([] if channels == 1 else [channels])
-    if (channels == 1) != (c == 1) or any(
-        s is not None and not isinstance(s, str) and s != e for s, e in zip(got, expected, strict=True)
+    if (inp.channels == 1) != (c == 1) or any(
+        s is not None and s != e for s, e in zip((inp.h, inp.w), (h, w), strict=True)
     ):
+        expected = [h, w] + ([] if c == 1 else [3])
         raise ValueError(
-            f"{where}: HOG was fitted on images of shape {tuple(est.image_shape_)} (h, w, c) "
-            f"but the input is declared as {shape}; declare it as [N, "
+            f"{inp.where}: HOG was fitted on images of shape {tuple(est.image_shape_)} "
+            f"(h, w, c) but the input is declared as {inp.shape}; declare it as [N, "
             f"{', '.join(map(str, expected))}] (HOG's features depend on the image size)."
         )
-    return h, w, channels, np.dtype(dtype)
+    return h, w, inp.channels, inp.dtype
 
 
 def shape_calculator(operator):

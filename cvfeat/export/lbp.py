@@ -32,61 +32,21 @@ from __future__ import annotations
 import numpy as np
 
 from ..features.lbp import LBP, _axis_weights, circle_offsets, grid_edges, n_codes
-from ._ops import Graph
+from ._ops import Graph, image_input
 
 __all__ = ["converter", "register", "shape_calculator"]
 
 
 def _input_layout(operator):
     """(height, width, channels, numpy dtype of the input), checked against the fit."""
-    from skl2onnx.common.data_types import (
-        DoubleTensorType,
-        FloatTensorType,
-        UInt8TensorType,
-    )
-
-    est = operator.raw_operator
-    var = operator.inputs[0]
-    kinds = {UInt8TensorType: np.uint8, FloatTensorType: np.float32, DoubleTensorType: np.float64}
-    dtype = kinds.get(type(var.type))
-    shape = list(var.type.shape)
-    where = f"LBP (ONNX export, input {var.onnx_name!r})"
-    if dtype is None:
-        raise TypeError(
-            f"{where}: input type {type(var.type).__name__} is not supported; use "
-            "UInt8TensorType (0-255 pixels), FloatTensorType or DoubleTensorType ([0, 1])."
-        )
-    if len(shape) == 3:
-        channels = 1
-    elif len(shape) == 4 and shape[3] in (1, 3):
-        channels = shape[3]
-    else:
+    inp = image_input(operator, fixed_size=True)
+    gr, gc = operator.raw_operator._check_grid()
+    if inp.h < gr or inp.w < gc:
         raise ValueError(
-            f"{where}: input shape {shape} is not an image batch; expected [N, H, W] (grey) "
-            "or [N, H, W, 3] (RGB)."
+            f"{inp.where}: images of {inp.h}x{inp.w} pixels are too small for grid={(gr, gc)} "
+            "(one pixel per cell at least). Use a smaller grid or cvfeat.preprocessing.Resize."
         )
-    fitted = est.image_shape_[2]
-    if (channels == 1) != (fitted == 1):
-        seen = "grey" if fitted == 1 else "RGB"
-        raise ValueError(
-            f"{where}: LBP was fitted on {seen} images but the input {shape} is "
-            f"{'grey' if channels == 1 else 'RGB'}; declare it as "
-            f"{'[N, H, W]' if fitted == 1 else '[N, H, W, 3]'}."
-        )
-    h, w = shape[1:3]
-    if not (isinstance(h, int) and isinstance(w, int)):
-        raise ValueError(
-            f"{where}: the image size must be fixed in the graph, got {shape}; the "
-            "interpolation weights and the grid of cells depend on it. Declare the input "
-            "as [N, H, W(, 3)] (cvfeat.export.to_onnx fixes it from X_sample)."
-        )
-    gr, gc = est._check_grid()
-    if h < gr or w < gc:
-        raise ValueError(
-            f"{where}: images of {h}x{w} pixels are too small for grid={(gr, gc)} (one "
-            "pixel per cell at least). Use a smaller grid or cvfeat.preprocessing.Resize."
-        )
-    return h, w, channels, np.dtype(dtype)
+    return inp.h, inp.w, inp.channels, inp.dtype
 
 
 def shape_calculator(operator):

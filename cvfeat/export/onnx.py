@@ -25,6 +25,15 @@ The graph
   XGBoost and SVMs use ``ai.onnx.ml`` (TreeEnsemble*, SVM*), which ONNX Runtime
   implements but some other runtimes do not. The model card lists the domains used.
 
+Micro-CNNs
+----------
+:class:`~cvfeat.models.MicroCNNRegressor`, :class:`~cvfeat.models.MicroCNNClassifier`
+and :class:`~cvfeat.models.HybridCNNRegressor` export alone or as the last step of a
+pipeline: their fitted network goes through PyTorch's own ONNX exporter (torch is
+needed to export, not to run the graph) and is spliced into the graph
+(:mod:`cvfeat.export.micro_cnn`); a hybrid's classical features are computed in the
+same graph from the same pixels (:mod:`cvfeat.export.hybrid`).
+
 Model card
 ----------
 ``to_onnx`` writes the model card of :mod:`cvfeat.export.card` into the graph's
@@ -67,7 +76,13 @@ CONVERTER_MODULES = (
     "sift",
     "preprocessing",
     "kernels",
+    "micro_cnn",
+    "hybrid",
 )
+
+#: estimators that compute fitted image steps inside their own graph, and the attribute
+#: holding them (checked and walked like pipeline steps); matched by class, no import
+_NESTED = {("cvfeat.models.hybrid", "HybridCNNRegressor"): "features_"}
 
 #: default opsets: ai.onnx for cvfeat's converters, ai.onnx.ml for trees / SVMs
 DEFAULT_OPSET = {"": MIN_OPSET, "ai.onnx.ml": 3}
@@ -225,6 +240,17 @@ def _leaves(est, path):
                 tr, f"{path}.transformer_list[{i}]" if path else f"transformer_list[{i}]")
     else:
         yield path or "estimator", est
+        attr = _nested_attr(est)
+        if attr is not None and hasattr(est, attr):
+            yield from _leaves(getattr(est, attr), f"{path or 'estimator'}.{attr}")
+
+
+def _nested_attr(est):
+    for cls in type(est).__mro__:
+        attr = _NESTED.get((cls.__module__, cls.__name__))
+        if attr is not None:
+            return attr
+    return None
 
 
 def input_spec(estimator):
@@ -334,6 +360,9 @@ def _describe(est):
     if isinstance(est, FeatureUnion):
         parts = [_describe(t) for _, t in est.transformer_list if not isinstance(t, str)]
         return f"FeatureUnion({', '.join(parts)})"
+    attr = _nested_attr(est)
+    if attr is not None and hasattr(est, attr):
+        return f"{type(est).__name__}({_describe(getattr(est, attr))})"
     return type(est).__name__
 
 

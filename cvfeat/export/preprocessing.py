@@ -48,7 +48,7 @@ import numpy as np
 
 from .. import _color
 from ..preprocessing import ColorConvert, Grayscale, Resize
-from ._ops import Graph
+from ._ops import Graph, image_input
 
 __all__ = [
     "area_taps",
@@ -167,29 +167,13 @@ def resize_plan(src, dst, interpolation, dtype):
 
 def _input_layout(operator):
     """(height, width, channels, numpy dtype) of an image step's input."""
-    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, UInt8TensorType
-
-    var = operator.inputs[0]
-    kinds = {UInt8TensorType: np.uint8, FloatTensorType: np.float32, DoubleTensorType: np.float64}
-    dtype = kinds.get(type(var.type))
-    shape = list(var.type.shape)
-    where = f"{type(operator.raw_operator).__name__} (ONNX export, input {var.onnx_name!r})"
-    if dtype is None:
-        raise TypeError(
-            f"{where}: input type {type(var.type).__name__} is not supported; use "
-            "UInt8TensorType (0-255 pixels), FloatTensorType or DoubleTensorType ([0, 1])."
-        )
-    if len(shape) == 3:
-        channels = 1
-    elif len(shape) == 4 and shape[3] == 3:
-        channels = 3
-    else:
+    inp = image_input(operator, check_fit=False)
+    if len(inp.shape) == 4 and inp.channels != 3:
         raise ValueError(
-            f"{where}: input shape {shape} is not an image batch; expected [N, H, W] (grey) "
-            "or [N, H, W, 3] (RGB)."
+            f"{inp.where}: input shape {inp.shape} is not an image batch; expected [N, H, W] "
+            "(grey) or [N, H, W, 3] (RGB)."
         )
-    h, w = (s if isinstance(s, int) else None for s in shape[1:3])
-    return h, w, channels, np.dtype(dtype)
+    return inp.h, inp.w, inp.channels, inp.dtype
 
 
 def _tensor_type(dtype, shape):

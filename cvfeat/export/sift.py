@@ -36,7 +36,7 @@ import numpy as np
 
 from ..features import _dense_sift as ds
 from ..features.sift import SIFTBoW
-from ._ops import Graph
+from ._ops import Graph, image_input
 from .color import count_rows
 
 __all__ = ["converter", "register", "shape_calculator"]
@@ -49,60 +49,21 @@ ASSIGNMENT_HINT = "nearest_word"
 
 def _input_layout(operator):
     """(h, w, channels, numpy dtype of the input) after the export checks."""
-    from skl2onnx.common.data_types import (
-        DoubleTensorType,
-        FloatTensorType,
-        UInt8TensorType,
-    )
-
     est = operator.raw_operator
-    var = operator.inputs[0]
-    where = f"SIFTBoW (ONNX export, input {var.onnx_name!r})"
     if est.mode != "dense":
         raise ValueError(
             f"SIFTBoW(mode={est.mode!r}) cannot be exported to ONNX: OpenCV's SIFT keypoint "
             "detector has no equivalent in standard ONNX operators. Use SIFTBoW(mode='dense') "
             "(cvfeat's own dense SIFT on a regular grid), which exports, and refit the pipeline."
         )
-    kinds = {UInt8TensorType: np.uint8, FloatTensorType: np.float32, DoubleTensorType: np.float64}
-    dtype = kinds.get(type(var.type))
-    if dtype is None:
-        raise TypeError(
-            f"{where}: input type {type(var.type).__name__} is not supported; use "
-            "UInt8TensorType (0-255 pixels), FloatTensorType or DoubleTensorType ([0, 1])."
-        )
-    shape = var.type.shape
-    if len(shape) == 3:
-        channels = 1
-    elif len(shape) == 4 and shape[3] in (1, 3):
-        channels = shape[3]
-    else:
-        raise ValueError(
-            f"{where}: input shape {shape} is not an image batch; expected [N, H, W] (grey) "
-            "or [N, H, W, 3] (RGB)."
-        )
-    h, w = shape[1], shape[2]
-    if not (isinstance(h, int) and isinstance(w, int)):
-        raise ValueError(
-            f"{where}: the image height and width must be fixed numbers in the input type "
-            f"(got {shape}): the dense grid of patches depends on them. Declare e.g. "
-            "[None, 64, 64] or put a Resize step first."
-        )
+    inp = image_input(operator, fixed_size=True)
     p = est.patch_size
-    if h < p or w < p:
+    if inp.h < p or inp.w < p:
         raise ValueError(
-            f"{where}: images are {h}x{w} pixels but mode='dense' needs at least {p}x{p} "
-            f"(patch_size={p}). Use a smaller patch_size or a Resize step first."
+            f"{inp.where}: images are {inp.h}x{inp.w} pixels but mode='dense' needs at least "
+            f"{p}x{p} (patch_size={p}). Use a smaller patch_size or a Resize step first."
         )
-    fitted = est.image_shape_[2]
-    if (channels == 1) != (fitted == 1):
-        seen = "grey" if fitted == 1 else "RGB"
-        raise ValueError(
-            f"{where}: the step was fitted on {seen} images but the input shape {shape} is "
-            f"{'grey' if channels == 1 else 'RGB'}; declare the input as "
-            f"{'[N, H, W]' if fitted == 1 else '[N, H, W, 3]'}."
-        )
-    return h, w, channels, np.dtype(dtype)
+    return inp.h, inp.w, inp.channels, inp.dtype
 
 
 def shape_calculator(operator):
