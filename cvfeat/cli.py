@@ -1,4 +1,4 @@
-"""The ``cvfeat`` command line: ``demo``, ``export``, ``predict`` and ``info``.
+"""The ``cvfeat`` command line: ``demo``, ``compare``, ``export``, ``predict`` and ``info``.
 
 ``cvfeat predict`` is what runs on a device: it imports only numpy, OpenCV and
 ONNX Runtime (:mod:`cvfeat.runtime`), so this module imports nothing heavy at
@@ -34,6 +34,20 @@ def _version(dist):
         return None
 
 
+def _importable(module):
+    """Whether ``module`` can be imported (without importing it).
+
+    A module already imported counts as importable: ``find_spec`` raises ValueError on
+    modules whose ``__spec__`` is None, as optuna-integration's lazy module has.
+    """
+    if module in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def info_lines():
     """Versions of cvfeat, Python and the dependencies, and which extras are installed."""
     from . import __version__
@@ -44,7 +58,7 @@ def info_lines():
         lines.append(f"  {dist:<24} {_version(dist) or 'MISSING'}")
     lines += ["", "extras:"]
     for extra, deps in EXTRAS.items():
-        found = [(d, _version(d)) for d, mod in deps if importlib.util.find_spec(mod)]
+        found = [(d, _version(d)) for d, mod in deps if _importable(mod)]
         ok = len(found) == len(deps)
         detail = ", ".join(f"{d} {v}" for d, v in found) if found else "-"
         hint = "" if ok else f"   (pip install 'cvfeat[{extra}]')"
@@ -136,6 +150,31 @@ def _cmd_demo(args):
     return 0
 
 
+def _cmd_compare(args):
+    from .compare._report import print_summary, run_compare
+
+    options = {}
+    if args.inner_cv is not None:
+        options["cv"] = args.inner_cv
+    if args.n_trials is not None:
+        options["n_trials"] = args.n_trials
+    if args.sampler is not None:
+        options["sampler"] = args.sampler
+    if options and args.search is None:
+        raise ValueError("--inner-cv, --n-trials and --sampler need --search.")
+    scoring = tuple(s.strip() for s in args.scoring.split(",") if s.strip())
+    summary = run_compare(
+        args.data_dir, target=args.target, size=args.size, color=args.color,
+        budget=args.budget, cv=args.cv, out=args.out, n_samples=args.n_samples,
+        cnn_epochs=args.cnn_epochs, search=args.search, search_options=options or None,
+        groups=args.groups, holdout=args.holdout, scoring=scoring,
+        random_state=args.random_state, n_jobs=args.n_jobs, fast=args.fast,
+        include_over_budget=args.include_over_budget,
+        command="cvfeat " + " ".join(args.argv))
+    print_summary(summary)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="cvfeat",
@@ -161,6 +200,51 @@ def build_parser():
                       help="where to export the best within-budget model (default: %(default)s)")
     demo.add_argument("--no-export", action="store_true", help="skip the ONNX export")
     demo.set_defaults(func=_cmd_demo)
+
+    cmp = sub.add_parser(
+        "compare", help="cross-validate classical pipelines and micro-CNNs under a budget on "
+        "a folder; write a report and the best model as ONNX",
+        description="Read DATA_DIR (images/ + labels.csv), cross-validate the default "
+        "candidates sized to the budget (classical pipelines, micro-CNNs, a hybrid, a "
+        "distilled CNN) and write OUT/report.md, leaderboard.csv, pareto.png and best.onnx "
+        "(parity checked on held-out images).")
+    cmp.add_argument("data_dir", metavar="DATA_DIR", help="folder with labels.csv and images")
+    cmp.add_argument("--target", required=True, help="target column of labels.csv")
+    cmp.add_argument("--size", type=int, default=64,
+                     help="images are resized to SIZE x SIZE (default: %(default)s)")
+    cmp.add_argument("--color", choices=("rgb", "gray"), default="rgb",
+                     help="read the images as (default: %(default)s)")
+    cmp.add_argument("--budget", type=int, default=3000,
+                     help="parameter budget for the whole model (default: %(default)s)")
+    cmp.add_argument("--cv", type=int, default=5, help="folds (default: %(default)s)")
+    cmp.add_argument("--out", default="report", help="output folder (default: %(default)s)")
+    cmp.add_argument("--n-samples", type=int, default=None,
+                     help="use a random subset of this many images (faster)")
+    cmp.add_argument("--cnn-epochs", type=int, default=None,
+                     help="epochs of the micro-CNNs (default 20; 2 with --fast)")
+    cmp.add_argument("--search", choices=("grid", "halving", "optuna"), default=None,
+                     help="tune each candidate inside every training fold (nested)")
+    cmp.add_argument("--inner-cv", type=int, default=None,
+                     help="folds of the inner search (default 3)")
+    cmp.add_argument("--n-trials", type=int, default=None,
+                     help="trials per optuna search (default 20)")
+    cmp.add_argument("--sampler", choices=("tpe", "gp"), default=None,
+                     help="optuna sampler (default tpe)")
+    cmp.add_argument("--groups", metavar="COLUMN", default=None,
+                     help="labels.csv column of groups (e.g. the source image of crops): "
+                     "grouped folds and hold-out")
+    cmp.add_argument("--holdout", type=float, default=0.1,
+                     help="share of images kept out for the export check (default: %(default)s)")
+    cmp.add_argument("--scoring", default="mae,rmse,r2",
+                     help="comma-separated metrics, the first ranks (default: %(default)s)")
+    cmp.add_argument("--random-state", type=int, default=0)
+    cmp.add_argument("--n-jobs", type=int, default=None,
+                     help="processes over candidates x folds (default: one)")
+    cmp.add_argument("--fast", action="store_true",
+                     help="quick candidates (2 CNN epochs, 20 trees) for a first look")
+    cmp.add_argument("--include-over-budget", action="store_true",
+                     help="keep candidates over the budget in the leaderboard")
+    cmp.set_defaults(func=_cmd_compare)
 
     export = sub.add_parser(
         "export", help="write a fitted model (joblib) as one ONNX graph, uint8 pixels in",
@@ -196,7 +280,7 @@ def main(argv=None):
     args.argv = argv
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
         print(f"cvfeat {args.command}: error: {exc}", file=sys.stderr)
         return 2
 
