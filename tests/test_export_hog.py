@@ -8,6 +8,7 @@ gradient pair a uint8 image can produce.
 """
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from skl2onnx import convert_sklearn
@@ -198,6 +199,26 @@ def test_graph_is_standard_small_and_batch_dynamic():
     one = sess.run(None, {"images": X[:1]})[0]
     five = sess.run(None, {"images": X})[0]
     np.testing.assert_array_equal(one[0], five[0])
+
+
+def test_uint8_tables_built_in_the_graph(tmp_path):
+    # uint8 images: the per-gradient-pair tables (bin, magnitude, colour key) are built in
+    # the graph from a few scalars. ONNX Runtime folds them when the session is created
+    # (no comparison is left for the calls), and a runtime that does not fold constants
+    # computes the same numbers on every call.
+    X = images("uint8-smooth", (37, 53, 3))
+    est = HOG(pixels_per_cell=(6, 5), orientations=8).fit(X)
+    onx = convert(est, X.shape[1:]).SerializeToString()
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    unfolded = ort.InferenceSession(onx, plain, providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(unfolded.run(None, {"images": X})[0], run(est, X))
+    folded = ort.SessionOptions()
+    folded.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    folded.optimized_model_filepath = str(tmp_path / "hog.onnx")
+    ort.InferenceSession(onx, folded, providers=["CPUExecutionProvider"])
+    ops = {node.op_type for node in onnx.load(folded.optimized_model_filepath).graph.node}
+    assert "ScatterElements" in ops and not ops & {"LessOrEqual", "Range", "Sqrt", "Div"}
 
 
 def test_pipeline_with_ridge():

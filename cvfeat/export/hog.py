@@ -1,16 +1,39 @@
 """ONNX converter of :class:`cvfeat.features.HOG`.
 
-The graph follows the numpy code of :mod:`cvfeat.features.hog` step by step:
+The graph reproduces the numpy code of :mod:`cvfeat.features.hog` in three parts.
 
-1. NCHW layout, crop to the pixels the whole-cell window needs (Transpose /
-   Unsqueeze, Slice on the raw input), Cast (uint8 keeps its 0-255 values), optional
-   ``Sqrt``;
-2. central differences with zeros on the full image's first/last row and column,
-   cropped to the whole-cell window (Slice, Sub, Pad);
-3. colour: per pixel the channel of largest magnitude, the first on ties (ArgMax
+**Cell histograms of uint8 images without** ``transform_sqrt`` (what
+:func:`cvfeat.export.to_onnx` feeds), by table look-up, as numpy does it:
+
+1. central differences in int32 with zeros on the full image's first/last row and
+   column, cropped to the whole-cell window (Cast, Slice, Sub, Pad); colour images
+   are transposed to NCHW first;
+2. the gradients are integers in [-255, 255], so ``code = 511 * g_row + g_col``
+   (Mul, Add) indexes per-pair tables of the orientation bin and of the magnitude
+   (GatherElements; negative codes count from the end); colour: a third table holds
+   ``-4 * (g_row**2 + g_col**2)``; adding the channel index and taking the minimum
+   over the channels, the low two bits name the channel of largest magnitude, the
+   first on ties (ReduceMin, BitwiseAnd, GatherElements of the code);
+3. one ScatterElements with ``reduction='add'`` adds every magnitude into its
+   ``(cell, bin)`` slot (numpy's ``bincount``); the slot offsets of the cells come
+   from Range / Div / Mod of constants.
+
+The tables (511 x 511 entries) are **not stored in the file**: they are built in the
+graph from a few scalars (Range, Div, LessOrEqual, ReduceSum, Sqrt on the grid of
+all gradient pairs), a subgraph with constant inputs only, which ONNX Runtime
+evaluates once when the session is created (constant folding; about 1 MB per table,
+2 for grey, 3 for colour). A runtime that does not fold constants computes them on
+every call: the same numbers, slower. The bin of a pair is decided exactly as the
+comparison graph below decides it for uint8 (float32 ``g_col / g_row <= cot t_k``).
+
+**Cell histograms of float images and with** ``transform_sqrt``, by comparisons:
+
+1. NCHW layout, crop to the window (Transpose / Unsqueeze, Slice), Cast, optional
+   ``Sqrt``; central differences (Slice, Sub, Pad);
+2. colour: per pixel the channel of largest magnitude, the first on ties (ArgMax
    with ``select_last_index=0``, GatherElements); magnitude ``sqrt(g_row**2 +
    g_col**2)``;
-4. orientation bins **without an angle**: ``orient = rad2deg(arctan2(g_row, g_col))
+3. orientation bins **without an angle**: ``orient = rad2deg(arctan2(g_row, g_col))
    mod 180`` is the gradient's angle folded into [0, 180); cot has period 180
    degrees and decreases on (0, 180), so for every bin edge ``t_k`` below 180
    degrees ``orient >= t_k  <=>  g_col / g_row <= cot t_k`` (``g_row == 0`` means
@@ -18,31 +41,35 @@ The graph follows the numpy code of :mod:`cvfeat.features.hog` step by step:
    pixel, one LessOrEqual per (pixel, edge). Edges at exactly 45, 90 and 135 degrees
    (even numbers of orientations) get the exact cotangents 1, 0, -1, so gradients
    lying exactly on them are binned as numpy bins them;
-5. cell histograms by the indicator-difference trick, no bin index and no one-hot:
+4. the indicator-difference trick, no bin index and no one-hot:
    ``P_0 = mean_cell(mag)`` (AveragePool), ``P_k = mean_cell(mag * [orient >= t_k])``
    as one MatMul of the float indicators ``[N, ncr, ncc, K, cr*cc]`` with the
    magnitudes ``[N, ncr, ncc, cr*cc, 1]`` (Transpose into cell-contiguous layout
-   first: the weighting and the cell sum in one pass), and ``hist_b = P_b - P_{b+1}``
-   (Sub; Relu removes the rounding-sized negatives of the difference);
-6. block normalisation over the ``cells_per_block`` shifted windows (Slice, Concat),
-   in numpy's feature order ``(n_blocks_row, n_blocks_col, b_row, b_col,
-   orientation)``: L1 / L1-sqrt / L2 / L2-Hys with ``eps = 1e-5`` (ReduceL1,
-   ReduceSumSquare, Add, Sqrt, Div, Min).
+   first), and ``hist_b = P_b - P_{b+1}`` (Sub; Relu removes the rounding-sized
+   negatives of the difference).
+
+**Blocks** (all inputs): one Gather takes the cells of every block in numpy's feature
+order ``(n_blocks_row, n_blocks_col, b_row, b_col, orientation)`` (its indices come
+from Range / Div / Mod of constants); the L1 / L1-sqrt / L2 / L2-Hys norm over each
+block is ``LpNormalization`` of the block with one more entry holding ``eps = 1e-5``
+(Pad), which is ``b / sqrt(sum(b**2) + eps**2)`` (L2) or ``b / (sum(|b|) + eps)``
+(L1), numpy's formulas; L2-Hys clips at 0.2 and resets that entry to ``eps`` (Min,
+Add) before the second norm. The uint8 path leaves its sums undivided by the cell
+area and scales ``eps`` by it instead.
 
 Working precision, chosen so that the bin decisions agree with numpy's float64
 ``arctan2``:
 
-* uint8 without ``transform_sqrt`` (what :func:`cvfeat.export.to_onnx` feeds):
-  float32. The gradients are integers in [-255, 255]: squares and sums of squares
-  are exact, and ``float32(g_col / g_row) <= float32(cot t_k)`` agrees with
+* uint8 without ``transform_sqrt``: float32. The gradients are integers in
+  [-255, 255]: squares and sums of squares are exact, and
+  ``float32(g_col / g_row) <= float32(cot t_k)`` agrees with
   :func:`cvfeat.features.hog.orientation_bin` for all 511 x 511 gradient pairs and
   every number of orientations from 1 to 126 (tested in the graph for 4, 7, 8, 9
-  and 12);
+  and 12); the tables hold exactly these decisions;
 * float32 images: gradients in float32 (bit-identical to numpy's), quotient and
   tests in float64: on random float32 images a float32 test misplaced 1 pixel in 20
   million, the float64 test none in 41 million (and none of the gradients placed a
-  few float32 steps from every edge, see the tests); it costs about 30 % more time
-  than the uint8 graph. The colour choice compares
+  few float32 steps from every edge, see the tests). The colour choice compares
   ``float32(sqrt(double(g_row)**2 + double(g_col)**2))``, which is what ``np.hypot``
   returns for float32;
 * uint8 with ``transform_sqrt`` and float64 images: float64 up to the magnitude,
@@ -63,17 +90,21 @@ Export such models with uint8 input without ``transform_sqrt``, or float32 input
 
 Input ``[N, H, W]`` or ``[N, H, W, 3]``, uint8 / float32 / float64, ``H`` and ``W``
 those of the fitted ``image_shape_``, ``N`` dynamic. Output ``[N, n_features_out_]``
-float32. The graph holds no lookup table: its constants are a few dozen numbers.
+float32. The file holds no table: its constants are a few dozen numbers.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from onnx import numpy_helper
 
 from ..features.hog import _EPS, HOG, orientation_edges
 from ._ops import Graph, image_input
 
 __all__ = ["converter", "register", "shape_calculator"]
+
+_G = 255  # largest |central difference| of a uint8 image
+_SIDE = 2 * _G + 1  # gradient values per axis: -255 .. 255
 
 
 def _input_layout(operator):
@@ -127,25 +158,35 @@ def cot_ratio(g, g_row, g_col, dtype):
     return g.op("Add", ratio, g.op("Mul", ratio, g.const(dtype.type(0))))
 
 
-def _gradients(g, x, h, w, rows, cols):
-    """Central differences of ``x`` (NCHW) on the ``rows x cols`` window.
+def _gradients(g, x, h, w, rows, cols, axes=(2, 3), rank=4):
+    """Central differences of ``x`` on the ``rows x cols`` window.
 
-    ``g_row[r] = x[r + 1] - x[r - 1]``, zero on the full image's first and last row
-    (likewise for columns), as :func:`cvfeat.features.hog._central_differences`.
+    ``axes``: the (row, column) axes of ``x`` (``(2, 3)`` for NCHW, ``(1, 2)`` for
+    NHW / NHWC); ``rank``: its number of axes. ``g_row[r] = x[r + 1] - x[r - 1]``,
+    zero on the full image's first and last row (likewise for columns), as
+    :func:`cvfeat.features.hog._central_differences`.
     """
 
-    def one(axis, length, other_axis, other_len, full):
+    def one(axis, length, other_axis, other_len, full, other_full):
         end = min(length - 1, full - 2)  # last index with a central difference
-        if end < 1:
-            part = g.slice(x, [0, 0], [length, other_len], axes=[axis, other_axis])
-            return g.op("Sub", part, part)  # all zero
-        hi = g.slice(x, [2, 0], [end + 2, other_len], axes=[axis, other_axis])
-        lo = g.slice(x, [0, 0], [end, other_len], axes=[axis, other_axis])
-        pads = [0] * 8
-        pads[axis], pads[4 + axis] = 1, length - 1 - end
-        return g.op("Pad", g.op("Sub", hi, lo), g.const(pads, np.int64))
+        # the other axis: cropped to the window where the input goes beyond it
+        crop = other_len < min(other_len + 1, other_full)
 
-    return one(2, rows, 3, cols, h), one(3, cols, 2, rows, w)
+        def part(start, stop):
+            if crop:
+                return g.slice(x, [start, 0], [stop, other_len], axes=[axis, other_axis])
+            return g.slice(x, [start], [stop], axes=[axis])
+
+        if end < 1:
+            whole = part(0, length)
+            return g.op("Sub", whole, whole)  # all zero
+        pads = [0] * (2 * rank)
+        pads[axis], pads[rank + axis] = 1, length - 1 - end
+        return g.op("Pad", g.op("Sub", part(2, end + 2), part(0, end)), g.const(pads, np.int64))
+
+    row_axis, col_axis = axes
+    return (one(row_axis, rows, col_axis, cols, h, w),
+            one(col_axis, cols, row_axis, rows, w, h))
 
 
 def _cell_layout(g, t, ncr, cr, ncc, cc, last):
@@ -155,29 +196,159 @@ def _cell_layout(g, t, ncr, cr, ncc, cc, last):
     return g.reshape(t, [-1, ncr, ncc, 1, cr * cc] if last else [-1, ncr, ncc, cr * cc, 1])
 
 
-def converter(scope, operator, container):
-    """HOG -> Slice/Cast/Sub/Pad, ArgMax, Div, LessOrEqual, MatMul, block normalisation."""
-    est = operator.raw_operator
-    h, w, channels, in_dtype = _input_layout(operator)
-    cr, cc, br, bc, ncr, ncc, nbr, nbc = est._geometry(h, w)
+class _Graph(Graph):
+    """:class:`~cvfeat.export._ops.Graph` that stores each distinct constant once."""
+
+    def __init__(self, scope, operator, container):
+        super().__init__(scope, operator, container)
+        self._consts = {}
+
+    def const(self, value, dtype=None, hint="c"):
+        arr = np.asarray(value, dtype=dtype)
+        key = (arr.dtype.str, arr.shape, arr.tobytes())
+        if key not in self._consts:
+            self._consts[key] = super().const(arr, hint=hint)
+        return self._consts[key]
+
+
+def _range(g, stop, dtype, start=0):
+    """``Range(start, stop, 1)`` of ``dtype`` (constant inputs: folded at load time)."""
+    dtype = np.dtype(dtype)
+    return g.op("Range", g.const(dtype.type(start)), g.const(dtype.type(stop)),
+                g.const(dtype.type(1)))
+
+
+def _div(g, t, d, dtype):
+    """``t // d`` of non-negative integers of ``dtype`` (``t`` itself for ``d == 1``)."""
+    return t if d == 1 else g.op("Div", t, g.const(dtype.type(d)))
+
+
+def _digits(g, t, radices, dtype):
+    """Mixed-radix digits of the non-negative integers ``t``, most significant first."""
+    digits = []
+    for radix in reversed(radices[1:]):
+        digits.append(g.op("Mod", t, g.const(dtype.type(radix))))
+        t = _div(g, t, radix, dtype)
+    return [t, *reversed(digits)]
+
+
+def _rotate(g, table, shift):
+    """``table[:, (j + shift) % size]`` for a ``[1, size]`` table (Slice, Slice, Concat)."""
+    return g.op("Concat", g.slice(table, [shift], [None], axes=[1]),
+                g.slice(table, [0], [shift], axes=[1]), axis=1)
+
+
+def _uint8_tables(g, orientations, index_dtype, colour):
+    """Per-gradient-pair tables ``[1, 511 * 511]``, built in the graph from a few scalars.
+
+    Every node here has constant inputs only, so ONNX Runtime evaluates the tables
+    once, when the session is created (constant folding): the file holds scalars, not
+    tables. Returns ``(bins, magnitudes, keys)``:
+
+    * the bin of a pair: the count of edges ``t_k <= orient``, decided exactly as the
+      float graph decides it (:func:`cot_ratio` and ``LessOrEqual`` in float32, the
+      decision tested for every pair and orientation count);
+    * its magnitude ``sqrt(g_row**2 + g_col**2)`` in float32 (exact sum of squares);
+    * colour only (else None): ``-4 * (g_row**2 + g_col**2)`` (int32), the key whose
+      minimum over the channels (plus the channel index) picks the channel.
+
+    Indexed by ``code = 511 * g_row + g_col`` in [-130560, 130560]: the row-major grid
+    of pairs is rotated so that code 0 comes first and negative codes count from the
+    end, as GatherElements allows.
+    """
+    f32 = np.dtype(np.float32)
+    axis_values = _range(g, _G + 1, f32, start=-_G)  # -255 .. 255
+    g_row = g.reshape(axis_values, [_SIDE, 1])
+    g_col = g.reshape(axis_values, [1, _SIDE])
+    squares = g.op("Add", g.op("Mul", g_row, g_row), g.op("Mul", g_col, g_col))
+    mag = g.op("Sqrt", squares)
+    cot = edge_cotangents(orientations)
+    if len(cot):
+        above = g.op("LessOrEqual", cot_ratio(g, g_row, g_col, f32),
+                     g.const(cot.astype(f32).reshape(-1, 1, 1), hint="cot"))  # [K, 511, 511]
+        bins = g.reduce("ReduceSum", g.cast(above, np.int32), [0], keepdims=0)
+        if index_dtype != np.int32:
+            bins = g.cast(bins, index_dtype)
+    else:  # one orientation: every pixel in bin 0
+        bins = g.cast(g.op("Mul", mag, g.const(f32.type(0))), index_dtype)
+    tables = [g.reshape(t, [1, -1]) for t in (bins, mag)]
+    if colour:  # -4 * (g_row**2 + g_col**2), an exact int32
+        tables.append(g.reshape(g.cast(g.op("Mul", squares, g.const(f32.type(-4))), np.int32),
+                                [1, -1]))
+    shift = _G * _SIDE + _G  # flat index of code 0 in the row-major [511, 511] grid
+    return [_rotate(g, t, shift) for t in tables] + [None] * (not colour)
+
+
+def _uint8_cell_histograms(g, est, x, h, w, colour, geometry):
+    """Cell sums ``[N, cells, nb]`` (not yet divided by the cell area) of uint8 images.
+
+    The gradients are integers in [-255, 255]: ``code = 511 * g_row + g_col`` (int32)
+    indexes the tables of :func:`_uint8_tables` (GatherElements), and the magnitudes
+    are added into their ``(cell, bin)`` slot by one ScatterElements with
+    ``reduction='add'``, which is numpy's ``bincount``. Colour: ``c - 4 * (g_row**2 +
+    g_col**2)`` of channel ``c`` is smallest at the channel of largest magnitude, the
+    first on ties; its low two bits are that channel.
+    """
+    cr, cc, _, _, ncr, ncc, _, _ = geometry
+    rows, cols = ncr * cr, ncc * cc
+    pixels, cells = rows * cols, ncr * ncc
+    nb = est.orientations
+    # bins 0 .. K: with the last edge below 180 degrees (k == nb) the pixels at or above
+    # it get bin nb, which is in no histogram (a spare slot, dropped as numpy drops it)
+    width = len(edge_cotangents(nb)) + 1
+    size = cells * width
+    index_dtype = np.dtype(np.int32 if size < 2**31 else np.int64)
+    batch = g.op("Shape", x, start=0, end=1)
+    if colour:  # NCHW: the channel reductions run over an outer axis (fast)
+        x = g.op("Transpose", x, perm=[0, 3, 1, 2])
+    axes = (2, 3) if colour else (1, 2)
+    if rows + 1 < h or cols + 1 < w:
+        x = g.slice(x, [0, 0], [min(rows + 1, h), min(cols + 1, w)], axes=list(axes))
+    x = g.cast(x, np.int32)
+    g_row, g_col = _gradients(g, x, h, w, rows, cols, axes=axes, rank=4 if colour else 3)
+    code = g.op("Add", g.op("Mul", g_row, g.const(np.int32(_SIDE))), g_col, hint="code")
+    bin_table, mag_table, key_table = _uint8_tables(g, nb, index_dtype, colour)
+    flat = g.reshape(code, [1, -1])
+    if colour:  # the channel of largest magnitude, the first on ties
+        keys = g.reshape(g.op("GatherElements", key_table, flat, axis=1), [-1, 3, pixels])
+        keys = g.op("Add", keys, g.const(np.arange(3, dtype=np.int32).reshape(3, 1)))
+        best = g.op("BitwiseAnd", g.reduce("ReduceMin", keys, [1], keepdims=1),
+                    g.const(np.int32(3)))  # [N, 1, pixels]
+        flat = g.reshape(g.op("GatherElements", g.reshape(code, [-1, 3, pixels]), best, axis=1),
+                         [1, -1])
+    mag = g.reshape(g.op("GatherElements", mag_table, flat, axis=1, hint="magnitude"),
+                    [-1, pixels])
+    bins = g.reshape(g.op("GatherElements", bin_table, flat, axis=1), [-1, pixels])
+    # slot of pixel p = y * cols + x: ((y // cr) * ncc + x // cc) * width + bin
+    row, col = _digits(g, _range(g, pixels, index_dtype), [rows, cols], index_dtype)
+    cell = g.op("Add", g.op("Mul", _div(g, row, cr, index_dtype), g.const(index_dtype.type(ncc))),
+                _div(g, col, cc, index_dtype))
+    slots = g.op("Add", bins, g.op("Mul", cell, g.const(index_dtype.type(width))))
+    zeros = g.op("ConstantOfShape", g.op("Concat", batch, g.const([size], np.int64), axis=0),
+                 value=numpy_helper.from_array(np.zeros(1, np.float32)))
+    hist = g.op("ScatterElements", zeros, slots, mag, axis=1, reduction="add")
+    hist = g.reshape(hist, [-1, cells, width])
+    return g.slice(hist, [0], [nb], axes=[2]) if width > nb else hist
+
+
+def _float_cell_histograms(g, est, x, h, w, colour, in_dtype, geometry):
+    """Cell histograms ``[N, cells, nb]`` (means) by edge comparisons (module notes)."""
+    cr, cc, _, _, ncr, ncc, _, _ = geometry
     rows, cols = ncr * cr, ncc * cc
     nb = est.orientations
-    g = Graph(scope, operator, container)
     f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
 
     # working precision of the gradients and of the bin tests (module docstring);
-    # float32 images: float32 gradients, widened to float64 for the tests
-    if in_dtype == np.uint8 and not est.transform_sqrt:
-        work, decide = f32, f32  # integer gradients: exact in float32
-    elif in_dtype == np.float32:
+    # float32 images: float32 gradients, widened to float64 for the tests (uint8
+    # without transform_sqrt takes the table path)
+    if in_dtype == np.float32:
         work, decide = f32, f64
     else:
         work, decide = f64, f64
     widen = work != decide
 
     # 1. NCHW, cropped to the pixels the window needs, in the working dtype
-    x = operator.inputs[0].full_name
-    if len(operator.inputs[0].type.shape) == 4:
+    if colour:
         x = g.op("Transpose", x, perm=[0, 3, 1, 2])
     else:
         x = g.op("Unsqueeze", x, g.const([1], np.int64))
@@ -194,27 +365,21 @@ def converter(scope, operator, container):
     # 3. magnitude (float32) and, for colour, the channel of largest magnitude
     if widen:
         g_row, g_col = g.cast(g_row, f64), g.cast(g_col, f64)
-    key = g.op("Add", g.op("Mul", g_row, g_row), g.op("Mul", g_col, g_col))
-    if decide == f64:
-        # the magnitude as numpy's hypot rounds it, so that the colour choice sees the
-        # same ties: float32 images: float32(sqrt(double sum of squares)) is exactly
-        # np.hypot's float32 result; float64: sqrt(a**2 + b**2) is hypot(a, b) up to
-        # the platform's last-bit rounding (sqrt(a**2) == |a| exactly)
-        key = g.op("Sqrt", key)
-        if widen:
-            key = g.cast(key, f32)
-    # uint8: the sums of squares are exact integers (and sqrt is injective on them)
-    if channels == 3:
+    # the magnitude as numpy's hypot rounds it, so that the colour choice sees the same
+    # ties: float32 images: float32(sqrt(double sum of squares)) is exactly np.hypot's
+    # float32 result; float64: sqrt(a**2 + b**2) is hypot(a, b) up to the platform's
+    # last-bit rounding (sqrt(a**2) == |a| exactly)
+    key = g.op("Sqrt", g.op("Add", g.op("Mul", g_row, g_row), g.op("Mul", g_col, g_col)))
+    if widen:
+        key = g.cast(key, f32)
+    if colour:
         best = g.op("ArgMax", key, axis=1, keepdims=1, select_last_index=0)
         g_row = g.op("GatherElements", g_row, best, axis=1)
         g_col = g.op("GatherElements", g_col, best, axis=1)
         key = g.reduce("ReduceMax", key, [1], keepdims=1)
-    if decide == f32:
-        mag = g.op("Sqrt", key, hint="magnitude")
-    else:
-        mag = key if widen else g.cast(key, f32)
+    mag = key if widen else g.cast(key, f32)
 
-    # 4.-5. cell sums P_0 (all magnitude) and P_k (magnitude with orient >= t_k)
+    # 4. cell sums P_0 (all magnitude) and P_k (magnitude with orient >= t_k)
     # (cell means, as numpy's sums / (cr * cc))
     area = g.const(np.float32(cr * cc))
     p0 = g.op("AveragePool", mag, kernel_shape=[cr, cc], strides=[cr, cc])  # [N,1,ncr,ncc]
@@ -222,47 +387,93 @@ def converter(scope, operator, container):
     cot = edge_cotangents(nb)
     k = len(cot)
     if k == 0:  # one bin: every pixel
-        hist = p0
-    else:
-        mag_cells = _cell_layout(g, mag, ncr, cr, ncc, cc, last=False)  # [N,ncr,ncc,cr*cc,1]
-        ratio = _cell_layout(g, cot_ratio(g, g_row, g_col, decide), ncr, cr, ncc, cc, last=True)
-        above = g.op("LessOrEqual", ratio, g.const(cot.astype(decide).reshape(k, 1), hint="cot"))
-        # [N, ncr, ncc, K, cr*cc] @ [N, ncr, ncc, cr*cc, 1]: the weighting by the magnitude
-        # and the cell sum in one pass (a broadcasting Where or Mul is several times slower)
-        sums = g.op("MatMul", g.cast(above, f32), mag_cells)  # [N, ncr, ncc, K, 1]
-        means = g.op("Div", g.reshape(sums, [-1, ncr, ncc, k]), area)  # P_1 .. P_K
-        lower = g.op("Concat", p0, means, axis=3)  # P_0 .. P_K
-        if k == nb:  # t_n < 180 after float32 rounding: [t_n, 180) is in no bin
-            lower, upper = g.slice(lower, [0], [nb], axes=[3]), means
-        else:  # P_nb = 0
-            upper = g.op("Pad", means, g.const([0, 0, 0, 0, 0, 0, 0, 1], np.int64))
-        # hist_b = P_b - P_{b+1} >= 0; Relu drops the rounding-sized negatives
-        hist = g.op("Relu", g.op("Sub", lower, upper), hint="cell_hist")
+        return g.reshape(p0, [-1, ncr * ncc, 1])
+    mag_cells = _cell_layout(g, mag, ncr, cr, ncc, cc, last=False)  # [N,ncr,ncc,cr*cc,1]
+    ratio = _cell_layout(g, cot_ratio(g, g_row, g_col, decide), ncr, cr, ncc, cc, last=True)
+    above = g.op("LessOrEqual", ratio, g.const(cot.astype(decide).reshape(k, 1), hint="cot"))
+    # [N, ncr, ncc, K, cr*cc] @ [N, ncr, ncc, cr*cc, 1]: the weighting by the magnitude
+    # and the cell sum in one pass (a broadcasting Where or Mul is several times slower)
+    sums = g.op("MatMul", g.cast(above, f32), mag_cells)  # [N, ncr, ncc, K, 1]
+    means = g.op("Div", g.reshape(sums, [-1, ncr, ncc, k]), area)  # P_1 .. P_K
+    lower = g.op("Concat", p0, means, axis=3)  # P_0 .. P_K
+    if k == nb:  # t_n < 180 after float32 rounding: [t_n, 180) is in no bin
+        lower, upper = g.slice(lower, [0], [nb], axes=[3]), means
+    else:  # P_nb = 0
+        upper = g.op("Pad", means, g.const([0, 0, 0, 0, 0, 0, 0, 1], np.int64))
+    # hist_b = P_b - P_{b+1} >= 0; Relu drops the rounding-sized negatives
+    return g.reshape(g.op("Relu", g.op("Sub", lower, upper), hint="cell_hist"),
+                     [-1, ncr * ncc, nb])
 
-    # 6. blocks [N, nbr, nbc, br * bc * nb] in numpy's order, normalised
-    windows = [
-        g.slice(hist, [i, j], [i + nbr, j + nbc], axes=[1, 2])
-        for i in range(br) for j in range(bc)
-    ]
-    blocks = windows[0] if len(windows) == 1 else g.op("Concat", *windows, axis=3)
+
+def _normalised_blocks(g, est, hist, geometry, scale, out):
+    """Blocks of ``hist [N, cells, nb]`` in numpy's feature order, normalised, into ``out``.
+
+    ``hist`` holds the cell histograms times ``scale`` (1: means, as numpy; the cell
+    area: sums). One Gather takes the cells of every block (its indices are built from
+    Range: folded at load time); the block norm runs over the last axis with
+    ``eps = 1e-5``: a column holding ``scale * eps`` is appended (Pad) so that
+    ``LpNormalization`` divides by ``sqrt(sum(b**2) + eps**2)`` (L2) or
+    ``sum(|b|) + eps`` (L1) as numpy does, the scale cancelling out.
+    """
+    _, _, br, bc, ncr, ncc, nbr, nbc = geometry
+    nb = est.orientations
+    i64 = np.dtype(np.int64)
+    if br * bc > 1:
+        # entry t of (block row, block col, i, j): cell (block row + i) * ncc + block col + j
+        r, c, i, j = _digits(g, _range(g, nbr * nbc * br * bc, i64), [nbr, nbc, br, bc], i64)
+        cells = g.op("Add", g.op("Mul", g.op("Add", r, i), g.const(i64.type(ncc))),
+                     g.op("Add", c, j))
+        hist = g.op("Gather", hist, cells, axis=1)  # [N, blocks * br * bc, nb]
+    length = br * bc * nb
+    blocks = g.reshape(hist, [-1, nbr * nbc, length])
+    pad = g.const([0, 0, 0, 0, 0, 1], np.int64)
+
+    def normalise(t, p, eps):
+        t = g.op("LpNormalization", g.op("Pad", t, pad, g.const(np.float32(eps))), axis=-1, p=p)
+        return g.slice(t, [0], [length], axes=[2])
+
+    shape = g.const([-1, est.n_features_out_], np.int64)
     if est.block_norm in ("L1", "L1-sqrt"):
-        norm = g.op("Add", g.reduce("ReduceL1", blocks, [3], keepdims=1),
-                    g.const(np.float32(_EPS)))
-        out = g.op("Div", blocks, norm)
+        blocks = normalise(blocks, 1, scale * _EPS)
         if est.block_norm == "L1-sqrt":
-            out = g.op("Sqrt", out)
+            blocks = g.op("Sqrt", blocks)
+    elif est.block_norm == "L2":
+        blocks = normalise(blocks, 2, scale * _EPS)
+    else:  # L2-Hys
+        first = g.op("LpNormalization",
+                     g.op("Pad", blocks, pad, g.const(np.float32(scale * _EPS))), axis=-1, p=2)
+        # clip the block at 0.2 and set the eps column to eps (it holds eps' / norm):
+        # Min with [0.2, ..., 0.2, 0], then Add [0, ..., 0, eps] (vectors built from
+        # scalars, folded at load time)
+        width = g.const([length], np.int64)
+        cap = g.op("Pad", g.op("Expand", g.const(np.float32(0.2)), width),
+                   g.const([0, 1], np.int64))
+        eps = g.op("Pad", g.op("ConstantOfShape", width), g.const([0, 1], np.int64),
+                   g.const(np.float32(_EPS)))
+        second = g.op("Add", g.op("Min", first, cap), eps)
+        blocks = g.slice(g.op("LpNormalization", second, axis=-1, p=2), [0], [length], axes=[2])
+    g.op("Reshape", blocks, shape, out=out)
+
+
+def converter(scope, operator, container):
+    """HOG -> cell histograms (uint8: table look-up + ScatterElements; float: edge
+    comparisons + MatMul), then Gather of the blocks and LpNormalization."""
+    est = operator.raw_operator
+    h, w, channels, in_dtype = _input_layout(operator)
+    geometry = est._geometry(h, w)
+    g = _Graph(scope, operator, container)
+    x = operator.inputs[0].full_name
+    colour = len(operator.inputs[0].type.shape) == 4
+    if colour and channels == 1:  # [N, H, W, 1]: a grey image
+        x = g.reshape(x, [-1, h, w])
+        colour = False
+    if in_dtype == np.uint8 and not est.transform_sqrt:
+        hist = _uint8_cell_histograms(g, est, x, h, w, colour, geometry)
+        scale = float(geometry[0] * geometry[1])
     else:
-        eps2 = g.const(np.float32(_EPS**2))
-
-        def l2(t):
-            ss = g.reduce("ReduceSumSquare", t, [3], keepdims=1)
-            return g.op("Div", t, g.op("Sqrt", g.op("Add", ss, eps2)))
-
-        out = l2(blocks)
-        if est.block_norm == "L2-Hys":
-            out = l2(g.op("Min", out, g.const(np.float32(0.2))))
-    out = g.reshape(out, [-1, est.n_features_out_])
-    g.identity(out, operator.outputs[0].full_name)
+        hist = _float_cell_histograms(g, est, x, h, w, colour, in_dtype, geometry)
+        scale = 1.0
+    _normalised_blocks(g, est, hist, geometry, scale, operator.outputs[0].full_name)
 
 
 def register():
