@@ -489,7 +489,10 @@ def predict_module(module, x, features, device, batch_size, standardized=False):
     outs = []
     with torch.inference_mode():
         for a in range(0, len(x), batch_size):
-            xb = torch.as_tensor(x[a:a + batch_size]).to(device)
+            chunk = x[a:a + batch_size]
+            if not chunk.flags.writeable:  # torch cannot wrap read-only memory: copy the batch
+                chunk = chunk.copy()
+            xb = torch.as_tensor(chunk).to(device)
             fb = None
             if features is not None:
                 fb = torch.as_tensor(features[a:a + batch_size], dtype=torch.float32).to(device)
