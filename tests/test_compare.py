@@ -552,3 +552,13 @@ def test_info_still_works_after_an_optuna_search(capsys):
 
     assert main(["info"]) == 0
     assert "tune   installed" in capsys.readouterr().out
+
+
+def test_cli_compare_bad_input_writes_nothing(tmp_path, capsys):
+    from cvfeat.cli import main
+
+    out = tmp_path / "never"
+    assert main(["compare", str(tmp_path / "no_such_dir"), "--target", "y",
+                 "--out", str(out)]) == 2
+    assert "no_such_dir" in capsys.readouterr().err
+    assert not out.exists()

@@ -187,7 +187,6 @@ def run_compare(data_dir, *, target, size=64, color="rgb", budget=3000, cv=5, ou
 
     t0 = time.perf_counter()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if not 0 < holdout < 0.5:
         raise ValueError(f"--holdout must be in (0, 0.5); got {holdout}.")
     say(f"reading {data_dir} (target {target!r}, {size}x{size} {color})")
@@ -207,6 +206,8 @@ def run_compare(data_dir, *, target, size=64, color="rgb", budget=3000, cv=5, ou
         scoring=scoring, search=search, search_options=search_options, n_jobs=n_jobs,
         random_state=random_state, include_over_budget=include_over_budget,
         cnn_epochs=cnn_epochs, fast=fast, progress=progress)
+    # the folder is made only once there is something to write: a bad input leaves nothing
+    out.mkdir(parents=True, exist_ok=True)
     files = {}
     files["leaderboard"] = out / "leaderboard.csv"
     result.table.to_csv(files["leaderboard"], index=False)
