@@ -215,6 +215,13 @@ def image_shape(X):
     return (X.shape[1], X.shape[2], 1 if X.ndim == 3 else X.shape[3])
 
 
+def fitted_image_shape(X):
+    """``image_shape_`` to record in ``fit``: ``(h, w, c)``, or ``(None, None, c)`` for a
+    ragged list (only the channel count is fixed)."""
+    shape = image_shape(X)
+    return shape if shape is not None else (None, None, n_channels(X))
+
+
 def n_channels(X):
     """Channel count (1 or 3) of a validated batch or list."""
     first = X[0]

@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import StrOptions
 
 from . import _color
 from ._mixins import ImageOutputMixin
-from ._validation import check_image_shape, check_images, image_shape, n_channels
+from ._validation import check_image_shape, check_images, fitted_image_shape, n_channels
 
 __all__ = ["Resize", "Grayscale", "ColorConvert"]
 
@@ -54,8 +54,7 @@ class _ImageToImage(ImageOutputMixin, TransformerMixin, BaseEstimator):
         self._check_params()
         X = check_images(X, estimator=self)
         self._check_channels(X)
-        shape = image_shape(X)
-        self.image_shape_ = shape if shape is not None else (None, None, n_channels(X))
+        self.image_shape_ = fitted_image_shape(X)
         return self
 
     def transform(self, X):

@@ -79,8 +79,12 @@ def xgb_count(n_estimators, depth):
 
 
 def _max_n(count, budget, lo=1, hi=4096):
-    """Largest n in [lo, hi] with count(n) <= budget (count increasing), or 0."""
-    if count(lo) > budget:
+    """Largest n in [lo, hi] with count(n) <= budget (count increasing); 0 if none fits,
+    None if ``count`` cannot tell (returns None)."""
+    first = count(lo)
+    if first is None:
+        return None
+    if first > budget:
         return 0
     while lo < hi:
         mid = (lo + hi + 1) // 2

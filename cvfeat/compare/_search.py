@@ -45,6 +45,7 @@ import numpy as np
 from sklearn.base import clone
 
 from ..budget import count_params
+from ._candidates import _max_n
 
 __all__ = ["BudgetScorer", "make_search", "search_space"]
 
@@ -251,7 +252,7 @@ def _optuna_space(plan, d, count, budget):
             space[prefix + "weight_decay"] = FloatDistribution(1e-5, 1e-2, log=True)
         elif cls == "Nystroem":
             key = prefix + "n_components"
-            n_max = _largest(lambda n, key=key: count({key: n}), budget, 4, 512)
+            n_max = _max_n(lambda n, key=key: count({key: n}), budget, 4, 512)
             n_max = n_max if n_max is not None else max(4, int(step.n_components))
             if n_max >= 4:
                 space[key] = IntDistribution(4, n_max)
@@ -261,7 +262,7 @@ def _optuna_space(plan, d, count, budget):
             kd, kn = prefix + "max_depth", prefix + "n_estimators"
             d_max, n_max = 2, None
             for depth in (6, 5, 4, 3, 2):
-                n = _largest(lambda t, depth=depth, kd=kd, kn=kn: count({kd: depth, kn: t}),
+                n = _max_n(lambda t, depth=depth, kd=kd, kn=kn: count({kd: depth, kn: t}),
                              budget, 10, 1000)
                 if n is None:  # not computable: the scorer refuses what exceeds the budget
                     d_max, n_max = 5, 400
@@ -274,22 +275,6 @@ def _optuna_space(plan, d, count, budget):
                 space[kn] = IntDistribution(10, n_max)
             space[prefix + "learning_rate"] = FloatDistribution(0.02, 0.3, log=True)
     return space
-
-
-def _largest(count, budget, lo, hi):
-    """Largest n in [lo, hi] with count(n) <= budget; None if not computable; 0 if none."""
-    first = count(lo)
-    if first is None:
-        return None
-    if first > budget:
-        return 0
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if count(mid) <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 # -- the scorer and the search objects -----------------------------------------------------

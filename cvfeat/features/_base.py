@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
-from .._validation import check_image_shape, check_images, image_shape, n_channels
+from .._validation import check_image_shape, check_images, fitted_image_shape
 
 # Pixels per chunk in transform (64 images of 64x64): bounds the working memory
 # to a few MB whatever the batch size, and keeps the chunk's arrays in cache.
@@ -74,8 +74,7 @@ class ImageFeatureTransformer(TransformerMixin, BaseEstimator):
         """
         self._validate_params()
         X = check_images(X, estimator=self, same_size=self._needs_fixed_size)
-        shape = image_shape(X)
-        self.image_shape_ = shape if shape is not None else (None, None, n_channels(X))
+        self.image_shape_ = fitted_image_shape(X)
         self._fit(X, y)
         self.n_features_out_ = self._n_features()
         return self
