@@ -481,7 +481,7 @@ def test_report_exports_the_next_candidate_when_the_best_does_not_export(
     assert info["skipped"] == [(inside[0], "TypeError: steps[0] Fake has no ONNX converter")]
     assert info["name"] == inside[1] and (tmp_path / "best.onnx").is_file()
     assert info["parity"]["max_rel"] < 1e-4
-    text = _report_text(result, info, data_dir=tmp_path, target="count", size=24, color="rgb",
+    text = _report_text(result, info, title="test (count)", data_lines=["80 images"],
                         n_total=80, n_hold=8, y=y, groups=None, command="test", cnn_epochs=None,
                         fast=False, search_options=None, seconds=1.0)
     assert f"The best model, {inside[0]}, could not be exported" in text

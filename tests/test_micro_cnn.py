@@ -94,6 +94,15 @@ def test_solver_uses_90_to_100_percent_and_counts_match_torch(case, size, channe
             assert list(arch["widths"]) == sorted(arch["widths"])
 
 
+@pytest.mark.parametrize("block", ["plain", "residual", "dense"])
+def test_solver_shallow_nets_pool_by_more_than_two(block):
+    # depth 2 on 32x32 pools 8x after one layer: the solver fills the stages that exist
+    for depth, budget in itertools.product((1, 2, 3), (1000, 3000, 10000)):
+        arch = A.solve(_arch(block, "separable", "gap", False, (32, 32), 3), budget, depth=depth)
+        assert len(arch["widths"]) == depth and np.prod(arch["pools"]) == 8
+        assert 0.9 * budget <= A.count(arch)[0] <= budget, (depth, budget, arch["widths"])
+
+
 def test_solver_depth_and_hybrid_features_counted():
     for depth in (2, 3, 6):
         arch = A.solve(_arch("residual", "separable", "gap", False), 3000, depth=depth)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["run_compare", "machine_lines", "version_lines"]
+__all__ = ["compare_report", "run_compare", "machine_lines", "version_lines"]
 
 PACKAGES = ("cvfeat", "numpy", "scikit-learn", "scikit-image", "opencv-python-headless",
             "xgboost", "torch", "onnx", "onnxruntime", "skl2onnx", "optuna",
@@ -183,10 +183,8 @@ def run_compare(data_dir, *, target, size=64, color="rgb", budget=3000, cv=5, ou
         :func:`_export_best`), ``files`` (paths written), ``seconds``.
     """
     from ..datasets import load_image_folder
-    from ._core import compare_models
 
     t0 = time.perf_counter()
-    out = Path(out)
     if not 0 < holdout < 0.5:
         raise ValueError(f"--holdout must be in (0, 0.5); got {holdout}.")
     say(f"reading {data_dir} (target {target!r}, {size}x{size} {color})")
@@ -196,6 +194,34 @@ def run_compare(data_dir, *, target, size=64, color="rgb", budget=3000, cv=5, ou
     if np.asarray(y).ndim != 1:
         raise ValueError("cvfeat compare takes one target column; got several.")
     g = _read_groups(data_dir, groups, paths) if groups else None
+    data = [f"folder: `{data_dir}` (`images/` + `labels.csv`), target column `{target}`",
+            f"{len(X)} images read at {size}x{size}, {color}"]
+    return compare_report(
+        X, y, target=target, data_lines=data, title=f"{Path(data_dir).name} ({target})",
+        groups=g, groups_name=groups, budget=budget, cv=cv, out=out, cnn_epochs=cnn_epochs,
+        search=search, search_options=search_options, holdout=holdout, scoring=scoring,
+        random_state=random_state, n_jobs=n_jobs, fast=fast,
+        include_over_budget=include_over_budget, command=command, candidates=candidates,
+        progress=progress, say=say, t0=t0)
+
+
+def compare_report(X, y, *, target, data_lines, title, out="report", groups=None,
+                   groups_name=None, budget=3000, cv=5, cnn_epochs=None, search=None,
+                   search_options=None, holdout=0.1, scoring=("mae", "rmse", "r2"),
+                   random_state=0, n_jobs=None, fast=False, include_over_budget=False,
+                   command=None, candidates="default", progress=True, say=print, t0=None):
+    """Hold out images, compare, write ``out`` (report, leaderboard, plot, best model).
+
+    The part of :func:`run_compare` after reading the images; ``cvfeat demo`` calls it
+    on a built-in task. ``data_lines`` describe where the images came from.
+    """
+    from ._core import compare_models
+
+    t0 = time.perf_counter() if t0 is None else t0
+    out = Path(out)
+    if not 0 < holdout < 0.5:
+        raise ValueError(f"holdout must be in (0, 0.5); got {holdout}.")
+    g = None if groups is None else np.asarray(groups)
     keep, hold = _holdout_split(len(X), holdout, g, random_state)
     X_fit, y_fit, X_hold, y_hold = X[keep], y[keep], X[hold], y[hold]
     g_fit = None if g is None else g[keep]
@@ -212,8 +238,7 @@ def run_compare(data_dir, *, target, size=64, color="rgb", budget=3000, cv=5, ou
     files["leaderboard"] = out / "leaderboard.csv"
     result.table.to_csv(files["leaderboard"], index=False)
     files["pareto"] = out / "pareto.png"
-    result.plot(files["pareto"], title=f"{Path(data_dir).name}: {target}, "
-                f"budget {budget:,d} parameters")
+    result.plot(files["pareto"], title=f"{title}, budget {budget:,d} parameters")
     say("exporting the best model")
     export = _export_best(result, X_fit, X_hold, y_hold, out=out, target=target,
                           command=command, say=say)
@@ -222,26 +247,23 @@ def run_compare(data_dir, *, target, size=64, color="rgb", budget=3000, cv=5, ou
     seconds = time.perf_counter() - t0
     files["report"] = out / "report.md"
     files["report"].write_text(_report_text(
-        result, export, data_dir=data_dir, target=target, size=size, color=color,
-        n_total=len(X), n_hold=len(X_hold), y=y, groups=groups, command=command,
-        cnn_epochs=cnn_epochs, fast=fast, search_options=search_options, seconds=seconds),
-        encoding="utf-8")
+        result, export, title=title, data_lines=data_lines, n_total=len(X),
+        n_hold=len(X_hold), y=y, groups=groups_name, command=command, cnn_epochs=cnn_epochs,
+        fast=fast, search_options=search_options, seconds=seconds), encoding="utf-8")
     return {"result": result, "export": export, "files": files, "seconds": seconds}
 
 
-def _report_text(result, export, *, data_dir, target, size, color, n_total, n_hold, y,
-                 groups, command, cnn_epochs, fast, search_options, seconds):
+def _report_text(result, export, *, title, data_lines, n_total, n_hold, y, groups, command,
+                 cnn_epochs, fast, search_options, seconds):
     from ._candidates import DEFAULT_CNN_EPOCHS, FAST_CNN_EPOCHS
     from ._result import _LABELS
 
     m = result.primary
     lab = _LABELS[m]
-    L = [f"# cvfeat compare: {Path(data_dir).name} ({target})", ""]
-    L += ["## Data", "",
-          f"- folder: `{data_dir}` (`images/` + `labels.csv`), target column `{target}`",
-          f"- {n_total} images read at {size}x{size}, {color}; {result.n_samples} compared by "
-          f"cross-validation, {n_hold} held out (not used to compare, choose or fit) for the "
-          "export check",
+    L = [f"# cvfeat compare: {title}", ""]
+    L += ["## Data", ""] + [f"- {line}" for line in data_lines]
+    L += [f"- {result.n_samples} of the {n_total} images compared by cross-validation, "
+          f"{n_hold} held out (not used to compare, choose or fit) for the export check",
           f"- target: min {np.min(y):.4g}, median {np.median(y):.4g}, max {np.max(y):.4g}, "
           f"std {np.std(y):.4g}; always guessing the median gives MAE {np.mean(np.abs(y - np.median(y))):.4g}",
           f"- groups: {'column `' + groups + '` (grouped folds)' if groups else 'none'}", ""]

@@ -347,10 +347,11 @@ def solve(arch, max_params, *, depth="auto", width="auto", fixed=0, where="Micro
             hi = mid
     widths = list(_schedule(lo, stage_of)) if lo > 0 else [1] * depth
     # fill what is left, one channel per stage at a time
-    n_stages = max(stage_of) + 1
+    # (a shallow net pools by 4 or 8 after one layer, so not every stage number has layers)
+    present = sorted(set(stage_of))
     while True:
         order = sorted(
-            range(n_stages),
+            present,
             key=lambda s: min(widths[i] for i in range(depth) if stage_of[i] == s) / GROWTH**s,
         )
         for s in order:
