@@ -6,6 +6,7 @@ the model was not fitted on (see ``docs/export_trees.md`` for why that matters f
 XGBoost): ``max_rel = max|onnx - sklearn| / max|sklearn|`` over the whole batch.
 """
 
+import copy
 import datetime
 import shlex
 import sys
@@ -20,7 +21,7 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
 from sklearn.kernel_approximation import Nystroem
 from sklearn.kernel_ridge import KernelRidge
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.linear_model import Lasso, LinearRegression, LogisticRegression, Ridge
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import FeatureUnion, make_pipeline, make_union
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
@@ -439,3 +440,224 @@ def test_int8_leaves_features_and_ml_operators_float(train):
     kernel = [n for n in int8.graph.node if "_keepfloat_" in n.name]
     assert len(kernel) == 2 and not any(set(n.input) & dq_out for n in kernel)
     assert any(set(n.input) & dq_out for n in int8.graph.node if n.op_type == "MatMul")
+
+
+# -- StandardScaler folded into the linear model after it --------------------------------
+
+
+def _scaler_ops(onx):
+    """Op types of the nodes after the feature step (the scaler and the model)."""
+    return [n.op_type for n in onx.graph.node if not n.name.startswith("Cvfeat")]
+
+
+FOLDED = {
+    "ridge": lambda: Ridge(alpha=1.0),
+    "ridge-multi-target": lambda: Ridge(alpha=1.0),
+    "lasso": lambda: Lasso(alpha=0.01, max_iter=20000),
+    "linear-svr": lambda: LinearSVR(C=1.0, max_iter=20000),
+    "linear-regression": lambda: LinearRegression(),
+}
+
+
+@pytest.mark.parametrize("scaler", [
+    dict(), dict(with_mean=False), dict(with_std=False), dict(with_mean=False, with_std=False)])
+@pytest.mark.parametrize("name", FOLDED)
+def test_scaler_folded_into_linear_regressor(name, scaler, train, new_images):
+    X, y = train
+    target = np.stack([y, -2 * y + 1], axis=1) if name == "ridge-multi-target" else y
+    pipe = make_pipeline(Grayscale(), hog(), StandardScaler(**scaler), FOLDED[name]())
+    pipe.fit(X, target)
+    coef, intercept = pipe[-1].coef_.copy(), np.copy(pipe[-1].intercept_)
+    onx = to_onnx(pipe, X[:1])
+    # no Sub / Div of the scaler: one target is a product and a sum (_fuse_linear_head),
+    # two are MatMul + Add and one Reshape to [N, 2]
+    assert _scaler_ops(onx) == (["MatMul", "Add", "Reshape"] if target.ndim == 2
+                                else ["Mul", "ReduceSum", "Add"])
+    report = check_parity(pipe, onx, new_images)
+    assert report["max_rel"] < 1e-4 and report["n_over_rtol"] == 0, report
+    # the fitted model is left as it was
+    np.testing.assert_array_equal(pipe[-1].coef_, coef)
+    np.testing.assert_array_equal(pipe[-1].intercept_, intercept)
+    assert read_model_card(onx)["steps"].endswith(f"StandardScaler -> {type(pipe[-1]).__name__}")
+
+
+@pytest.mark.parametrize("model", [
+    lambda: LogisticRegression(max_iter=2000), lambda: LinearSVC(max_iter=20000)])
+def test_scaler_folded_into_linear_classifier(model, train, new_images, monkeypatch):
+    import cvfeat.export.onnx as export_onnx
+
+    X, y = train
+    yc = np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))
+    pipe = make_pipeline(hog(), StandardScaler(), model()).fit(X, yc)
+    onx = to_onnx(pipe, X[:1])
+    monkeypatch.setattr(export_onnx, "FOLD_MAX_GROWTH", 0.5)  # no fold
+    unfolded = _scaler_ops(to_onnx(pipe, X[:1]))
+    assert unfolded[:2] == ["Sub", "Div"] and unfolded[2:] == _scaler_ops(onx)
+    report = check_parity(pipe, onx, new_images)
+    assert report["label_agreement"] == 1.0, report
+    if "max_rel" in report:  # probabilities
+        assert report["max_rel"] < 1e-4, report
+
+
+def test_scaler_kept_where_the_fold_does_not_apply(train, new_images, monkeypatch):
+    import cvfeat.export.onnx as export_onnx
+
+    X, y = train
+    # a non-linear model, or another transformer, after the scaler: Sub and Div stay
+    for model in (SVR(C=10), PCA(n_components=5, random_state=0)):
+        steps = [hog(), StandardScaler(), model] + ([Ridge()] if isinstance(model, PCA) else [])
+        pipe = make_pipeline(*steps).fit(X, y)
+        onx = to_onnx(pipe, X[:1])
+        assert {"Sub", "Div"} <= set(_scaler_ops(onx))
+        assert check_parity(pipe, onx, new_images)["max_rel"] < 1e-4
+    # features far from zero relative to their spread: folding would cancel in float32
+    pipe = make_pipeline(hog(), StandardScaler(), Ridge()).fit(X, y)
+    monkeypatch.setattr(export_onnx, "FOLD_MAX_GROWTH", 0.5)  # below any growth (>= 1)
+    onx = to_onnx(pipe, X[:1])
+    assert _scaler_ops(onx)[:2] == ["Sub", "Div"]
+    assert check_parity(pipe, onx, new_images)["max_rel"] < 1e-4
+    # int8 keeps the scaler (here the Ridge is too small to be quantized)
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match="returned unquantized"):
+        int8 = to_onnx(pipe, X[:1], quantize="int8", calibration=X[:16])
+    assert {"Sub", "Div"} <= {n.op_type for n in int8.graph.node}
+
+
+def test_fold_scaler_rules():
+    from sklearn.linear_model import SGDRegressor
+
+    from cvfeat.export.onnx import _fold_growth, _fold_scaler
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 4)) * [1.0, 3.0, 0.5, 2.0] + [0.5, -1.0, 2.0, 0.0]
+    X[:, 3] = 7.0  # a constant feature: scikit-learn sets its scale_ to 1
+    y = X @ [1.0, -2.0, 0.5, 0.0] + rng.normal(0, 0.1, 50)
+    for kwargs in (dict(), dict(with_mean=False), dict(with_std=False)):
+        scaler = StandardScaler(**kwargs).fit(X)
+        for model in (Ridge(alpha=0.1), SGDRegressor(random_state=0), LinearSVR(max_iter=20000)):
+            model.fit(scaler.transform(X), y)
+            folded = _fold_scaler(scaler, model)
+            assert folded is not None and folded is not model
+            # in float64 the folded model is the pipeline
+            np.testing.assert_allclose(folded.predict(X), model.predict(scaler.transform(X)),
+                                       rtol=1e-10, atol=1e-10)
+    scaler, model = StandardScaler().fit(X), Ridge().fit(X, y)
+    assert _fold_scaler(scaler, model) is not None
+    broken = copy.deepcopy(scaler)
+    broken.scale_[0] = 0.0  # the scaled model would divide by zero: no fold
+    assert _fold_scaler(broken, model) is None
+    broken.scale_[0] = np.inf
+    assert _fold_scaler(broken, model) is None
+    assert _fold_scaler(StandardScaler(), model) is None  # not fitted
+    assert _fold_scaler(scaler, SVR().fit(X, y)) is None  # not linear
+    assert _fold_scaler(scaler, Ridge().fit(X[:, :3], y)) is None  # other width
+    # the float32 rounding bound: features at 1e4 +- 1 make the folded sum ~1e4 times
+    # less accurate, and the fold is refused
+    far = X[:, :3] + 1e4
+    scaler = StandardScaler().fit(far)
+    model = Ridge(alpha=0.1).fit(scaler.transform(far), y)
+    growth = _fold_growth(model.coef_, scaler.mean_, scaler.scale_)
+    assert growth > 1e3 and _fold_scaler(scaler, model) is None
+    coef = (model.coef_ / scaler.scale_).astype(np.float32)
+    bias = np.float32(model.intercept_ - (model.coef_ / scaler.scale_) @ scaler.mean_)
+    folded32 = far.astype(np.float32) @ coef + bias
+    scaled32 = scaler.transform(far).astype(np.float32) @ model.coef_.astype(np.float32)
+    ref = model.predict(scaler.transform(far))
+    err_folded = np.abs(folded32 - ref).max()
+    err_scaled = np.abs(scaled32 + np.float32(model.intercept_) - ref).max()
+    assert err_folded > 100 * err_scaled
+
+
+def test_consecutive_reshapes_are_merged(train):
+    X, y = train
+    Y = np.stack([y, -y], axis=1)  # two targets: skl2onnx's MatMul + Add + Reshape [-1, 2]
+    onx = to_onnx(make_pipeline(hog(), StandardScaler(), Ridge()).fit(X, Y), X[:1])
+    produced_by = {o: n.op_type for n in onx.graph.node for o in n.output}
+    chained = [n.name for n in onx.graph.node
+               if n.op_type == "Reshape" and produced_by.get(n.input[0]) == "Reshape"]
+    assert chained == []
+    assert onx.graph.node[-1].op_type == "Reshape"
+    assert onx.graph.node[-1].output[0] == "prediction"
+    names = {i.name for i in onx.graph.initializer}
+    assert all(name in names for n in onx.graph.node for name in n.input[1:2]
+               if n.op_type == "Reshape")
+
+
+def test_merge_reshapes_keeps_zero_shapes():
+    from onnx import TensorProto, helper
+
+    from cvfeat.export.onnx import _merge_reshapes
+
+    def graph(second_shape):
+        return helper.make_graph(
+            [helper.make_node("Reshape", ["x", "s1"], ["a"]),
+             helper.make_node("Reshape", ["a", "s2"], ["y"])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+            [onnx.numpy_helper.from_array(np.array([6, 4], np.int64), "s1"),
+             onnx.numpy_helper.from_array(np.array(second_shape, np.int64), "s2")])
+
+    x = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    for shape, merged in (([-1], True), ([4, -1], True), ([0, -1], False)):
+        g = graph(shape)
+        ref = session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
+        expected = ref.run(None, {"x": x})[0]
+        _merge_reshapes(g)
+        assert (len(g.node) == 1) == merged
+        assert ("s1" in {i.name for i in g.initializer}) == (not merged)
+        got = session(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]))
+        np.testing.assert_array_equal(got.run(None, {"x": x})[0], expected)
+
+
+def test_linear_head_reads_hog_blocks_whole(train, new_images):
+    from cvfeat.export._ops import FINITE_SLICE_MARK
+
+    X, y = train
+    pipe = make_pipeline(Grayscale(), hog(), StandardScaler(), Ridge()).fit(X, y)
+    onx = to_onnx(pipe, X[:1])
+    nodes = list(onx.graph.node)
+    assert [n.op_type for n in nodes[-3:]] == ["Mul", "ReduceSum", "Add"]
+    assert nodes[-1].output[0] == "prediction"
+    assert not any(FINITE_SLICE_MARK in n.name for n in nodes)  # the Slice went
+    producer = {o: n for n in nodes for o in n.output}
+    assert producer[nodes[-3].input[0]].op_type == "LpNormalization"
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in onx.graph.initializer}
+    weight = inits[nodes[-3].input[1]]
+    n_blocks, length = weight.shape[0], 4 * 9  # 2 x 2 cells of 9 bins, then 9 eps entries
+    assert weight.shape == (n_blocks, length + 9) and not weight[:, length:].any()
+    # the weights are the folded Ridge's, in the features' order
+    scaler, ridge = pipe[-2], pipe[-1]
+    np.testing.assert_allclose(weight[:, :length].ravel(), ridge.coef_ / scaler.scale_,
+                               rtol=1e-6)
+    report = check_parity(pipe, onx, new_images)
+    assert report["max_rel"] < 1e-4 and report["n_over_rtol"] == 0, report
+    assert onx.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert session(onx).run(None, {"images": new_images[:3]})[0].shape == (3,)
+
+
+def test_linear_head_where_it_does_not_read_through(train, new_images):
+    from cvfeat.export._ops import FINITE_SLICE_MARK
+
+    X, y = train
+    # L1-sqrt takes the square root after dropping the eps entries: the head reads the
+    # features, the Slice stays
+    sqrt = make_pipeline(HOG(pixels_per_cell=(8, 8), block_norm="L1-sqrt"), Ridge()).fit(X, y)
+    onx = to_onnx(sqrt, X[:1])
+    assert [n.op_type for n in onx.graph.node[-3:]] == ["Mul", "ReduceSum", "Add"]
+    assert any(FINITE_SLICE_MARK in n.name for n in onx.graph.node)
+    assert check_parity(sqrt, onx, new_images)["max_rel"] < 1e-4
+    # a features-only graph keeps its Slice and Reshape; so does int8 (MatMul for the
+    # quantizer) and a FeatureUnion (a Concat between)
+    feats = to_onnx(make_pipeline(hog()).fit(X), X[:1])
+    assert any(FINITE_SLICE_MARK in n.name for n in feats.graph.node)
+    assert feats.graph.node[-1].op_type == "Reshape"
+    big = data(4, 120, (48, 48))
+    pipe = make_pipeline(hog(), Ridge()).fit(*big)  # 900 weights: quantized
+    int8 = to_onnx(pipe, big[0][:1], quantize="int8", calibration=big[0][:32])
+    assert not any(n.name.startswith("cvfeat_head") for n in int8.graph.node)
+    dq_out = {n.output[0] for n in int8.graph.node if n.op_type == "DequantizeLinear"}
+    assert any(n.op_type == "MatMul" and set(n.input) & dq_out for n in int8.graph.node)
+    union = make_pipeline(make_union(hog(), ColorHistogram()), Ridge()).fit(X, y)
+    onx = to_onnx(union, X[:1])
+    assert any(FINITE_SLICE_MARK in n.name for n in onx.graph.node)
+    assert check_parity(union, onx, new_images)["max_rel"] < 1e-4

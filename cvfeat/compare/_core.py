@@ -315,7 +315,7 @@ def compare_models(X, y, *, budget=3000, candidates="default", cv=5, groups=None
         n_excluded[name] = excl
 
     # -- candidates x folds
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: tqdm.auto warns in notebooks without ipywidgets
 
     bar = tqdm(total=len(cands) * n_splits, desc="candidates x folds", file=sys.stderr,
                disable=not progress, leave=False, mininterval=0.5)

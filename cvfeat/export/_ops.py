@@ -23,6 +23,11 @@ from onnx import TensorProto, numpy_helper
 # to_onnx); ai.onnx.ml is only used by scikit-learn / XGBoost models after the features.
 MIN_OPSET = 18
 
+#: a converter puts this in the name of a Slice whose dropped entries are always finite
+#: (e.g. HOG's block-norm epsilon entries): a linear model right after it may then read
+#: the whole tensor with zero weights on them (cvfeat.export.onnx._fuse_linear_head)
+FINITE_SLICE_MARK = "_finiteslice_"
+
 _NP_TO_ONNX = {
     np.dtype(np.float32): TensorProto.FLOAT,
     np.dtype(np.float64): TensorProto.DOUBLE,
@@ -60,23 +65,27 @@ class Graph:
                                        arr.ravel().tolist())
         return name
 
-    def op(self, op_type, *inputs, out=None, hint=None, **attrs):
-        """Add one node; returns its (single) output name, or ``out`` if given."""
+    def op(self, op_type, *inputs, out=None, hint=None, mark="", **attrs):
+        """Add one node; returns its (single) output name, or ``out`` if given.
+
+        ``mark`` goes into the node's name (e.g. :data:`FINITE_SLICE_MARK`).
+        """
         out = out or self.name(hint or op_type.lower())
         self.container.add_node(
             op_type, [i if i is not None else "" for i in inputs], [out],
-            name=self.scope.get_unique_operator_name(f"{self.prefix}_{op_type}"), **attrs)
+            name=self.scope.get_unique_operator_name(f"{self.prefix}{mark or '_'}{op_type}"),
+            **attrs)
         return out
 
     def cast(self, x, dtype):
         return self.op("Cast", x, to=onnx_dtype(dtype))
 
-    def slice(self, x, starts, ends, axes):
+    def slice(self, x, starts, ends, axes, mark=""):
         """``x[..., starts:ends, ...]`` on ``axes``; ``None`` in ends means to the end."""
         big = np.iinfo(np.int64).max
         ends = [big if e is None else e for e in ends]
         return self.op("Slice", x, self.const(starts, np.int64), self.const(ends, np.int64),
-                       self.const(axes, np.int64))
+                       self.const(axes, np.int64), mark=mark)
 
     def reshape(self, x, shape):
         return self.op("Reshape", x, self.const(shape, np.int64))

@@ -5,18 +5,26 @@ The graph reproduces the numpy code of :mod:`cvfeat.features.hog` in three parts
 **Cell histograms of uint8 images without** ``transform_sqrt`` (what
 :func:`cvfeat.export.to_onnx` feeds), by table look-up, as numpy does it:
 
-1. central differences in int32 with zeros on the full image's first/last row and
-   column, cropped to the whole-cell window (Cast, Slice, Sub, Pad); colour images
-   are transposed to NCHW first;
-2. the gradients are integers in [-255, 255], so ``code = 511 * g_row + g_col``
-   (Mul, Add) indexes per-pair tables of the orientation bin and of the magnitude
-   (GatherElements; negative codes count from the end); colour: a third table holds
-   ``-4 * (g_row**2 + g_col**2)``; adding the channel index and taking the minimum
-   over the channels, the low two bits name the channel of largest magnitude, the
-   first on ties (ReduceMin, BitwiseAnd, GatherElements of the code);
+1. central differences in int32 on a flat layout (:func:`_uint8_codes`): the
+   whole-cell window (and the row and column beyond it) gets one mirrored row above
+   and below (Pad ``reflect``: the difference along the columns is then zero on the
+   image's first and last row, as numpy's), is flattened, and the four neighbours of
+   every pixel are four contiguous Slices of that vector (a Slice or Pad along the
+   image rows copies row by row and costs about twice as much); the difference along
+   a row wraps around at the image's first and last column, where a constant factor
+   sets it to zero (Mul); colour images are transposed to NCHW first;
+2. the gradients are integers in [-255, 255], so ``code = g_row + 511 * g_col``
+   (the same Mul by a constant holding 511 and those zeros, Add) indexes per-pair
+   tables of the orientation bin and of the magnitude (GatherElements; negative codes
+   count from the end); colour: a third table holds ``-4 * (g_row**2 + g_col**2)``;
+   adding the channel index and taking the minimum over the channels, the low two
+   bits name the channel of largest magnitude, the first on ties (ReduceMin,
+   BitwiseAnd, GatherElements of the code);
 3. one ScatterElements with ``reduction='add'`` adds every magnitude into its
    ``(cell, bin)`` slot (numpy's ``bincount``); the slot offsets of the cells come
-   from Range / Div / Mod of constants.
+   from Range / Div / Mod of constants; the positions on the column beyond the window
+   go to a spare row of slots that nothing reads. The sums start from zeros except
+   for one more row, ``[cell area * eps, 0, ...]``, which the blocks append (below).
 
 The tables (511 x 511 entries) are **not stored in the file**: they are built in the
 graph from a few scalars (Range, Div, LessOrEqual, ReduceSum, Sqrt on the grid of
@@ -51,11 +59,16 @@ comparison graph below decides it for uint8 (float32 ``g_col / g_row <= cot t_k`
 **Blocks** (all inputs): one Gather takes the cells of every block in numpy's feature
 order ``(n_blocks_row, n_blocks_col, b_row, b_col, orientation)`` (its indices come
 from Range / Div / Mod of constants); the L1 / L1-sqrt / L2 / L2-Hys norm over each
-block is ``LpNormalization`` of the block with one more entry holding ``eps = 1e-5``
-(Pad), which is ``b / sqrt(sum(b**2) + eps**2)`` (L2) or ``b / (sum(|b|) + eps)``
-(L1), numpy's formulas; L2-Hys clips at 0.2 and resets that entry to ``eps`` (Min,
-Add) before the second norm. The uint8 path leaves its sums undivided by the cell
-area and scales ``eps`` by it instead.
+block is ``LpNormalization`` of the block with more entries holding ``eps = 1e-5``
+and zeros (the uint8 path's Gather appends the epsilon row of its sums to every block;
+the float path pads ``eps``), which is ``b / sqrt(sum(b**2) + eps**2)`` (L2) or ``b /
+(sum(|b|) + eps)`` (L1), numpy's formulas; L2-Hys clips at 0.2 and resets those
+entries to ``[eps, 0, ...]`` (Min, Add, with constants of the blocks' full shape: a
+broadcast costs more) before the second norm. The uint8 path leaves its sums
+undivided by the cell area and scales ``eps`` by it instead. The last Slice drops the
+epsilon entries; it is marked :data:`~cvfeat.export._ops.FINITE_SLICE_MARK` (they are
+finite), so that a linear model right after HOG reads the blocks whole, with zero
+weights on them (:func:`cvfeat.export.onnx._fuse_linear_head`).
 
 Working precision, chosen so that the bin decisions agree with numpy's float64
 ``arctan2``:
@@ -99,7 +112,7 @@ import numpy as np
 from onnx import numpy_helper
 
 from ..features.hog import _EPS, HOG, orientation_edges
-from ._ops import Graph, image_input
+from ._ops import FINITE_SLICE_MARK, Graph, image_input
 
 __all__ = ["converter", "register", "shape_calculator"]
 
@@ -252,14 +265,14 @@ def _uint8_tables(g, orientations, index_dtype, colour):
     * colour only (else None): ``-4 * (g_row**2 + g_col**2)`` (int32), the key whose
       minimum over the channels (plus the channel index) picks the channel.
 
-    Indexed by ``code = 511 * g_row + g_col`` in [-130560, 130560]: the row-major grid
-    of pairs is rotated so that code 0 comes first and negative codes count from the
-    end, as GatherElements allows.
+    Indexed by ``code = g_row + 511 * g_col`` in [-130560, 130560]: the grid of pairs
+    (``g_col`` major) is rotated so that code 0 comes first and negative codes count
+    from the end, as GatherElements allows.
     """
     f32 = np.dtype(np.float32)
     axis_values = _range(g, _G + 1, f32, start=-_G)  # -255 .. 255
-    g_row = g.reshape(axis_values, [_SIDE, 1])
-    g_col = g.reshape(axis_values, [1, _SIDE])
+    g_row = g.reshape(axis_values, [1, _SIDE])
+    g_col = g.reshape(axis_values, [_SIDE, 1])
     squares = g.op("Add", g.op("Mul", g_row, g_row), g.op("Mul", g_col, g_col))
     mag = g.op("Sqrt", squares)
     cot = edge_cotangents(orientations)
@@ -275,60 +288,118 @@ def _uint8_tables(g, orientations, index_dtype, colour):
     if colour:  # -4 * (g_row**2 + g_col**2), an exact int32
         tables.append(g.reshape(g.cast(g.op("Mul", squares, g.const(f32.type(-4))), np.int32),
                                 [1, -1]))
-    shift = _G * _SIDE + _G  # flat index of code 0 in the row-major [511, 511] grid
+    shift = _G * _SIDE + _G  # flat index of code 0 in the [511, 511] grid
     return [_rotate(g, t, shift) for t in tables] + [None] * (not colour)
 
 
-def _uint8_cell_histograms(g, est, x, h, w, colour, geometry):
-    """Cell sums ``[N, cells, nb]`` (not yet divided by the cell area) of uint8 images.
+def _uint8_codes(g, x, h, w, rows, cols, colour):
+    """``code = g_row + 511 * g_col`` (int32) of uint8 images, on a flat layout.
 
-    The gradients are integers in [-255, 255]: ``code = 511 * g_row + g_col`` (int32)
-    indexes the tables of :func:`_uint8_tables` (GatherElements), and the magnitudes
-    are added into their ``(cell, bin)`` slot by one ScatterElements with
-    ``reduction='add'``, which is numpy's ``bincount``. Colour: ``c - 4 * (g_row**2 +
-    g_col**2)`` of channel ``c`` is smallest at the channel of largest magnitude, the
-    first on ties; its low two bits are that channel.
+    The window's rows (and the row and column beyond it, where the image has them)
+    are flattened with one mirrored row above and below (``reflect``: row -1 is row 1,
+    so the central difference along the columns is zero on the image's first and last
+    row, as numpy's; a single row is repeated instead, ``edge``). In that flat vector
+    the four neighbours of every pixel are four contiguous Slices, at ``+-width`` and
+    ``+-1``: fast copies, unlike Slices and Pads along the image rows. Along a row the
+    difference wraps around at the first and last column, where numpy's is zero: the
+    constant that multiplies it by 511 holds 0 there. Returns ``(code, width, n)``:
+    ``code [N, 1 or 3, n]`` holds the pixels ``(y, x) = divmod(q, width)`` of the
+    window's rows;
+    positions on the column beyond the window (``x >= cols``) hold meaningless codes,
+    which :func:`_slot_offsets` sends to a slot nobody reads.
+    """
+    axes = [2, 3] if colour else [1, 2]
+    rank = 4 if colour else 3
+    hh, ww = min(rows + 1, h), min(cols + 1, w)
+    if hh < h or ww < w:
+        x = g.slice(x, [0, 0], [hh, ww], axes=axes)
+    pads = [0] * (2 * rank)
+    pads[axes[0]] = pads[rank + axes[0]] = 1
+    # a single row has no mirror image; its difference along the columns is zero anyway
+    x = g.op("Pad", x, g.const(pads, np.int64), mode="reflect" if hh >= 2 else "edge")
+    x = g.reshape(g.cast(x, np.int32), [-1, 3 if colour else 1, (hh + 2) * ww])
+    n = (rows - 1) * ww + cols
+
+    def at(shift):  # pixel q + shift of the window, q in [0, n)
+        return g.slice(x, [ww + shift], [ww + shift + n], axes=[2])
+
+    g_row = g.op("Sub", at(ww), at(-ww))
+    # 511 * g_col in one Mul: by 511, and by 0 on the image's first and last column (the
+    # row wraps around there)
+    i32 = np.dtype(np.int32)
+    col = g.op("Mod", _range(g, n, i32), g.const(np.int32(ww)))
+    inner = g.op("And", g.op("Greater", col, g.const(np.int32(0))),
+                 g.op("Less", col, g.const(np.int32(w - 1))))
+    factor = g.op("Where", inner, g.const(np.int32(_SIDE)), g.const(np.int32(0)))
+    code = g.op("Add", g_row, g.op("Mul", g.op("Sub", at(1), at(-1)), factor), hint="code")
+    return code, ww, n
+
+
+def _slot_offsets(g, n, width, geometry, slots, dummy, dtype):
+    """``[n]`` offsets of the ``(cell, bin)`` slots of the positions of :func:`_uint8_codes`.
+
+    Position ``q`` is window pixel ``(y, x) = divmod(q, width)``, slot ``((y // cr) *
+    ncc + x // cc) * slots + bin``; positions beyond the window's columns (``x >=
+    cols``) get ``dummy``. Built from Range, Div, Mod and Where of constants: folded
+    when the session is created.
+    """
+    cr, cc, _, _, _, ncc, _, _ = geometry
+    cols = ncc * cc
+    c = lambda v: g.const(dtype.type(v))  # noqa: E731
+    y, x = _digits(g, _range(g, n, dtype), [n, width], dtype)
+    cell = g.op("Add", g.op("Mul", _div(g, y, cr, dtype), c(ncc)), _div(g, x, cc, dtype))
+    return g.op("Where", g.op("Less", x, c(cols)), g.op("Mul", cell, c(slots)), c(dummy))
+
+
+def _uint8_cell_histograms(g, est, x, h, w, colour, geometry):
+    """Cell sums ``[N, cells + 2, nb]`` (not yet divided by the cell area) of uint8
+    images, then a row ``[cell area * eps, 0, ...]`` (see :func:`_normalised_blocks`) and
+    a spare row (the positions outside the window add into it; nothing reads it).
+
+    The gradients are integers in [-255, 255]: ``code = g_row + 511 * g_col`` (int32,
+    :func:`_uint8_codes`) indexes the tables of :func:`_uint8_tables`
+    (GatherElements), and the magnitudes are added into their ``(cell, bin)`` slot by
+    one ScatterElements with ``reduction='add'``, which is numpy's ``bincount``.
+    Colour: ``c - 4 * (g_row**2 + g_col**2)`` of channel ``c`` is smallest at the
+    channel of largest magnitude, the first on ties; its low two bits are that channel.
     """
     cr, cc, _, _, ncr, ncc, _, _ = geometry
     rows, cols = ncr * cr, ncc * cc
-    pixels, cells = rows * cols, ncr * ncc
+    cells = ncr * ncc
     nb = est.orientations
     # bins 0 .. K: with the last edge below 180 degrees (k == nb) the pixels at or above
     # it get bin nb, which is in no histogram (a spare slot, dropped as numpy drops it)
     width = len(edge_cotangents(nb)) + 1
-    size = cells * width
+    # slots: the cells, the epsilon row, a row for the positions outside the window
+    size = (cells + 2) * width
     index_dtype = np.dtype(np.int32 if size < 2**31 else np.int64)
-    batch = g.op("Shape", x, start=0, end=1)
     if colour:  # NCHW: the channel reductions run over an outer axis (fast)
         x = g.op("Transpose", x, perm=[0, 3, 1, 2])
-    axes = (2, 3) if colour else (1, 2)
-    if rows + 1 < h or cols + 1 < w:
-        x = g.slice(x, [0, 0], [min(rows + 1, h), min(cols + 1, w)], axes=list(axes))
-    x = g.cast(x, np.int32)
-    g_row, g_col = _gradients(g, x, h, w, rows, cols, axes=axes, rank=4 if colour else 3)
-    code = g.op("Add", g.op("Mul", g_row, g.const(np.int32(_SIDE))), g_col, hint="code")
+    code, row_width, n = _uint8_codes(g, x, h, w, rows, cols, colour)
     bin_table, mag_table, key_table = _uint8_tables(g, nb, index_dtype, colour)
     flat = g.reshape(code, [1, -1])
+    channel = code  # [N, 1, n]
     if colour:  # the channel of largest magnitude, the first on ties
-        keys = g.reshape(g.op("GatherElements", key_table, flat, axis=1), [-1, 3, pixels])
+        keys = g.reshape(g.op("GatherElements", key_table, flat, axis=1), [-1, 3, n])
         keys = g.op("Add", keys, g.const(np.arange(3, dtype=np.int32).reshape(3, 1)))
         best = g.op("BitwiseAnd", g.reduce("ReduceMin", keys, [1], keepdims=1),
-                    g.const(np.int32(3)))  # [N, 1, pixels]
-        flat = g.reshape(g.op("GatherElements", g.reshape(code, [-1, 3, pixels]), best, axis=1),
-                         [1, -1])
-    mag = g.reshape(g.op("GatherElements", mag_table, flat, axis=1, hint="magnitude"),
-                    [-1, pixels])
-    bins = g.reshape(g.op("GatherElements", bin_table, flat, axis=1), [-1, pixels])
-    # slot of pixel p = y * cols + x: ((y // cr) * ncc + x // cc) * width + bin
-    row, col = _digits(g, _range(g, pixels, index_dtype), [rows, cols], index_dtype)
-    cell = g.op("Add", g.op("Mul", _div(g, row, cr, index_dtype), g.const(index_dtype.type(ncc))),
-                _div(g, col, cc, index_dtype))
-    slots = g.op("Add", bins, g.op("Mul", cell, g.const(index_dtype.type(width))))
-    zeros = g.op("ConstantOfShape", g.op("Concat", batch, g.const([size], np.int64), axis=0),
-                 value=numpy_helper.from_array(np.zeros(1, np.float32)))
-    hist = g.op("ScatterElements", zeros, slots, mag, axis=1, reduction="add")
-    hist = g.reshape(hist, [-1, cells, width])
-    return g.slice(hist, [0], [nb], axes=[2]) if width > nb else hist
+                    g.const(np.int32(3)))  # [N, 1, n]
+        channel = g.op("GatherElements", code, best, axis=1)
+        flat = g.reshape(channel, [1, -1])
+    mag = g.reshape(g.op("GatherElements", mag_table, flat, axis=1, hint="magnitude"), [-1, n])
+    bins = g.reshape(g.op("GatherElements", bin_table, flat, axis=1), [-1, n])
+    slots = g.op("Add", bins, _slot_offsets(g, n, row_width, geometry, width,
+                                            (cells + 1) * width, index_dtype))
+    # the sums start from zeros, but for the epsilon row: cell area * eps, then zeros
+    start = g.op("ConstantOfShape", g.const([1, 1], np.int64),
+                 value=numpy_helper.from_array(np.array([cr * cc * _EPS], np.float32)))
+    start = g.op("Pad", start, g.const([0, cells * width, 0, 2 * width - 1], np.int64))
+    start = g.op("Expand", start, g.op("Shape", channel, start=0, end=2))  # to [N, ...]
+    hist = g.op("ScatterElements", start, slots, mag, axis=1, reduction="add")
+    hist = g.reshape(hist, [-1, cells + 2, width])
+    if width > nb:
+        hist = g.slice(hist, [0], [nb], axes=[2])
+    return hist
 
 
 def _float_cell_histograms(g, est, x, h, w, colour, in_dtype, geometry):
@@ -405,53 +476,66 @@ def _float_cell_histograms(g, est, x, h, w, colour, in_dtype, geometry):
                      [-1, ncr * ncc, nb])
 
 
-def _normalised_blocks(g, est, hist, geometry, scale, out):
-    """Blocks of ``hist [N, cells, nb]`` in numpy's feature order, normalised, into ``out``.
+def _normalised_blocks(g, est, hist, geometry, scale, out, eps_cell=False):
+    """Blocks of ``hist [N, cells(, ...), nb]`` in numpy's feature order, normalised, into
+    ``out``.
 
     ``hist`` holds the cell histograms times ``scale`` (1: means, as numpy; the cell
     area: sums). One Gather takes the cells of every block (its indices are built from
     Range: folded at load time); the block norm runs over the last axis with
-    ``eps = 1e-5``: a column holding ``scale * eps`` is appended (Pad) so that
+    ``eps = 1e-5``: entries holding ``scale * eps`` and zeros are appended so that
     ``LpNormalization`` divides by ``sqrt(sum(b**2) + eps**2)`` (L2) or
-    ``sum(|b|) + eps`` (L1) as numpy does, the scale cancelling out.
+    ``sum(|b|) + eps`` (L1) as numpy does, the scale cancelling out. With ``eps_cell``
+    row ``cells`` of ``hist`` is ``[scale * eps, 0, ..., 0]`` and the Gather appends it
+    to every block (rows after it are not read); otherwise a Pad appends
+    ``scale * eps``.
     """
     _, _, br, bc, ncr, ncc, nbr, nbc = geometry
     nb = est.orientations
     i64 = np.dtype(np.int64)
-    if br * bc > 1:
+    n_blocks, length = nbr * nbc, br * bc * nb
+    if br * bc > 1 or eps_cell:
         # entry t of (block row, block col, i, j): cell (block row + i) * ncc + block col + j
-        r, c, i, j = _digits(g, _range(g, nbr * nbc * br * bc, i64), [nbr, nbc, br, bc], i64)
+        r, c, i, j = _digits(g, _range(g, n_blocks * br * bc, i64), [nbr, nbc, br, bc], i64)
         cells = g.op("Add", g.op("Mul", g.op("Add", r, i), g.const(i64.type(ncc))),
                      g.op("Add", c, j))
-        hist = g.op("Gather", hist, cells, axis=1)  # [N, blocks * br * bc, nb]
-    length = br * bc * nb
-    blocks = g.reshape(hist, [-1, nbr * nbc, length])
-    pad = g.const([0, 0, 0, 0, 0, 1], np.int64)
+        if eps_cell:  # [n_blocks, br * bc + 1]: the cells of each block, then the eps row
+            cells = g.op("Concat", g.reshape(cells, [n_blocks, br * bc]),
+                         g.op("Expand", g.const(i64.type(ncr * ncc)),
+                              g.const([n_blocks, 1], np.int64)), axis=1)
+        hist = g.op("Gather", hist, cells, axis=1)  # [N, blocks * br * bc (+ 1), nb]
+    extra = nb if eps_cell else 1  # the epsilon entries after each block's values
+    blocks = g.reshape(hist, [-1, n_blocks, length + (nb if eps_cell else 0)])
+    if not eps_cell:
+        blocks = g.op("Pad", blocks, g.const([0, 0, 0, 0, 0, 1], np.int64),
+                      g.const(np.float32(scale * _EPS)))
 
-    def normalise(t, p, eps):
-        t = g.op("LpNormalization", g.op("Pad", t, pad, g.const(np.float32(eps))), axis=-1, p=p)
-        return g.slice(t, [0], [length], axes=[2])
+    def values(t):  # drop the epsilon entries (finite: eps / norm, or eps)
+        return g.slice(t, [0], [length], axes=[2], mark=FINITE_SLICE_MARK)
 
     shape = g.const([-1, est.n_features_out_], np.int64)
     if est.block_norm in ("L1", "L1-sqrt"):
-        blocks = normalise(blocks, 1, scale * _EPS)
+        blocks = values(g.op("LpNormalization", blocks, axis=-1, p=1))
         if est.block_norm == "L1-sqrt":
             blocks = g.op("Sqrt", blocks)
     elif est.block_norm == "L2":
-        blocks = normalise(blocks, 2, scale * _EPS)
+        blocks = values(g.op("LpNormalization", blocks, axis=-1, p=2))
     else:  # L2-Hys
-        first = g.op("LpNormalization",
-                     g.op("Pad", blocks, pad, g.const(np.float32(scale * _EPS))), axis=-1, p=2)
-        # clip the block at 0.2 and set the eps column to eps (it holds eps' / norm):
-        # Min with [0.2, ..., 0.2, 0], then Add [0, ..., 0, eps] (vectors built from
-        # scalars, folded at load time)
-        width = g.const([length], np.int64)
-        cap = g.op("Pad", g.op("Expand", g.const(np.float32(0.2)), width),
-                   g.const([0, 1], np.int64))
-        eps = g.op("Pad", g.op("ConstantOfShape", width), g.const([0, 1], np.int64),
-                   g.const(np.float32(_EPS)))
+        first = g.op("LpNormalization", blocks, axis=-1, p=2)
+        # clip the values at 0.2 and reset the epsilon entries to [eps, 0, ...] (they hold
+        # eps' / norm): Min with [0.2, ..., 0.2, 0, ...], then Add [0, ..., 0, eps, 0, ...];
+        # whole [n_blocks, length + extra] constants (a broadcast over the blocks costs
+        # more), built from scalars and folded at load time
+        f32 = np.dtype(np.float32)
+        whole = g.const([n_blocks, length], np.int64)
+        tail = g.const([0, 0, 0, extra], np.int64)
+        cap = g.op("Pad", g.op("Expand", g.const(f32.type(0.2)), whole), tail)
+        eps = g.op("Pad", g.op("ConstantOfShape", whole), g.const([0, 0, 0, 1], np.int64),
+                   g.const(f32.type(_EPS)))
+        if extra > 1:
+            eps = g.op("Pad", eps, g.const([0, 0, 0, extra - 1], np.int64))
         second = g.op("Add", g.op("Min", first, cap), eps)
-        blocks = g.slice(g.op("LpNormalization", second, axis=-1, p=2), [0], [length], axes=[2])
+        blocks = values(g.op("LpNormalization", second, axis=-1, p=2))
     g.op("Reshape", blocks, shape, out=out)
 
 
@@ -469,11 +553,12 @@ def converter(scope, operator, container):
         colour = False
     if in_dtype == np.uint8 and not est.transform_sqrt:
         hist = _uint8_cell_histograms(g, est, x, h, w, colour, geometry)
-        scale = float(geometry[0] * geometry[1])
+        scale, eps_cell = float(geometry[0] * geometry[1]), True
     else:
         hist = _float_cell_histograms(g, est, x, h, w, colour, in_dtype, geometry)
-        scale = 1.0
-    _normalised_blocks(g, est, hist, geometry, scale, operator.outputs[0].full_name)
+        scale, eps_cell = 1.0, False
+    _normalised_blocks(g, est, hist, geometry, scale, operator.outputs[0].full_name,
+                       eps_cell=eps_cell)
 
 
 def register():

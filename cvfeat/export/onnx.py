@@ -25,6 +25,21 @@ The graph
   XGBoost and SVMs use ``ai.onnx.ml`` (TreeEnsemble*, SVM*), which ONNX Runtime
   implements but some other runtimes do not. The model card lists the domains used.
 
+Shorter graphs
+--------------
+At a few dozen microseconds per image every node counts (ONNX Runtime spends about
+0.4-1 us on each on a small CPU), so the fp32 graph has fewer of them than a
+step-by-step conversion gives; the predictions are the same up to float32 rounding:
+
+* a StandardScaler directly before a linear model is folded into it (float64 weights
+  ``w / s``, intercept ``b - (w / s) @ m``): one MatMul + Add instead of Sub, Div,
+  MatMul, Add (:func:`_fold_scaler`, with the cases where it does not apply);
+* a Reshape read only by another Reshape goes (:func:`_merge_reshapes`);
+* a single-target linear model at the end is a product and a sum,
+  ``ReduceSum(x * w) + b``, which reads HOG's blocks whole (:func:`_fuse_linear_head`).
+
+int8 exports keep the scaler and the MatMul, which the quantizer works on.
+
 Micro-CNNs
 ----------
 :class:`~cvfeat.models.MicroCNNRegressor`, :class:`~cvfeat.models.MicroCNNClassifier`
@@ -62,7 +77,7 @@ import sys
 import numpy as np
 
 from .._validation import check_images
-from ._ops import MIN_OPSET
+from ._ops import FINITE_SLICE_MARK, MIN_OPSET
 from .card import write_model_card
 
 __all__ = ["check_exportable", "register_all", "supported_steps", "to_onnx"]
@@ -218,6 +233,95 @@ def _prune(est):
                 if not (isinstance(t, str) and t == "drop")]
         return FeatureUnion(kept, transformer_weights=est.transformer_weights)
     return est
+
+
+#: skl2onnx converters of linear models that read only ``coef_`` and ``intercept_`` (and
+#: the class labels): the models a StandardScaler before them can be folded into
+_FOLDABLE_ALIASES = ("SklearnLinearRegressor", "SklearnLinearSVR", "SklearnLinearClassifier",
+                     "SklearnLinearSVC")
+
+#: fold a scaler only while the folded sum's float32 rounding is at most this many times
+#: that of the scaled one (see :func:`_fold_growth`)
+FOLD_MAX_GROWTH = 8.0
+
+
+def _fold_growth(coef, mean, scale):
+    """How much larger the float32 rounding error of the folded linear model can get.
+
+    The scaled form sums ``w_j * z_j`` with ``z_j = (x_j - m_j) / s_j`` of order 1; the
+    folded one sums ``(w_j / s_j) * x_j`` with ``|x_j / s_j|`` up to ``|m_j| / s_j + 1``
+    and adds the folded intercept ``b - sum_j w_j m_j / s_j``. Both errors are ``eps``
+    times a sum of ``|w_j|`` weighted by the term sizes, so the ratio of the two bounds
+    is ``sum_j |w_j| (|m_j| / s_j + 1) / sum_j |w_j|`` (per output; the largest).
+    """
+    w = np.abs(np.atleast_2d(coef))
+    total = w.sum(axis=1)
+    grown = (w * (np.abs(mean) / scale + 1.0)).sum(axis=1)
+    return float(np.max(np.where(total > 0, grown / np.where(total > 0, total, 1.0), 1.0)))
+
+
+def _fold_scaler(scaler, model):
+    """``model`` with ``scaler`` folded in, or None where the fold does not apply.
+
+    ``model(scaler(x)) = x @ (w / s).T + (b - (w / s) @ m)``, computed in float64: one
+    MatMul + Add in the graph instead of Sub, Div, MatMul, Add. It applies to a fitted
+    StandardScaler (any ``with_mean`` / ``with_std``: the mean is 0 without ``with_mean``,
+    the scale 1 without ``with_std``) directly before a linear model that skl2onnx
+    converts from ``coef_`` and ``intercept_`` alone (``_FOLDABLE_ALIASES``: Ridge,
+    LinearRegression, RidgeCV, Lasso, ElasticNet, LinearSVR, SGDRegressor,
+    LogisticRegression, LinearSVC, RidgeClassifier, ...). It is skipped where the
+    scaler's ``scale_`` has a zero or a non-finite value (the scaled model divides by
+    it), where ``coef_`` has a width other than the scaler's, and where folding would
+    make float32 cancel: features far from zero relative to their spread
+    (:func:`_fold_growth` above ``FOLD_MAX_GROWTH``).
+    """
+    from sklearn.preprocessing import StandardScaler
+
+    if type(scaler) is not StandardScaler or not hasattr(scaler, "n_features_in_"):
+        return None
+    if _registry().get(type(model)) not in _FOLDABLE_ALIASES:
+        return None
+    coef = getattr(model, "coef_", None)
+    intercept = getattr(model, "intercept_", None)
+    if coef is None or intercept is None:
+        return None
+    coef = np.asarray(coef, dtype=np.float64)
+    d = scaler.n_features_in_
+    if coef.ndim not in (1, 2) or coef.shape[-1] != d or not np.isfinite(coef).all():
+        return None
+    # with_mean=False still records mean_ (for var_) but does not subtract it
+    mean = (np.asarray(scaler.mean_, np.float64) if scaler.with_mean and scaler.mean_ is not None
+            else np.zeros(d))
+    scale = (np.asarray(scaler.scale_, np.float64) if scaler.with_std and scaler.scale_ is not None
+             else np.ones(d))
+    if not (np.isfinite(mean).all() and np.isfinite(scale).all() and (scale != 0).all()):
+        return None
+    if _fold_growth(coef, mean, scale) > FOLD_MAX_GROWTH:
+        return None
+    folded = copy.copy(model)  # the fitted model is left as it is
+    folded.coef_ = coef / scale
+    folded.intercept_ = np.asarray(intercept, np.float64) - folded.coef_ @ mean
+    return folded
+
+
+def _fold_scalers(est):
+    """The same pipeline with every StandardScaler folded into the linear model right
+    after it (:func:`_fold_scaler`), for the graph only: predictions are unchanged up
+    to float rounding. New Pipeline objects; the fitted steps are not modified."""
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(est, Pipeline):
+        return est
+    steps = [(n, _fold_scalers(s)) for n, s in est.steps]
+    out = []
+    for name, step in steps:
+        if out:
+            folded = _fold_scaler(out[-1][1], step)
+            if folded is not None:
+                out[-1] = (name, folded)
+                continue
+        out.append((name, step))
+    return Pipeline(out)
 
 
 def _leaves(est, path):
@@ -455,6 +559,133 @@ def _finish_outputs(onx, task, ref):
     return onx
 
 
+def _merge_reshapes(graph):
+    """Drop a Reshape whose only reader is another Reshape to a constant shape.
+
+    ``Reshape(Reshape(x, a), b) == Reshape(x, b)`` when ``b`` is a constant without
+    zeros (a 0 copies a dimension of the input, which the first Reshape may have
+    changed). skl2onnx ends a linear model with ``Reshape [-1, 1]`` and
+    :func:`_finish_outputs` adds ``Reshape [-1]``; ONNX Runtime runs both.
+    """
+    from onnx import numpy_helper
+
+    consts = {i.name: i for i in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    producer = {o: node for node in graph.node for o in node.output}
+    dropped = []
+    for node in graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in consts:
+            continue
+        if (numpy_helper.to_array(consts[node.input[1]]) == 0).any():
+            continue
+        first = producer.get(node.input[0])
+        if (first is None or first.op_type != "Reshape" or first.output[0] in outputs
+                or len(readers.get(first.output[0], [])) != 1):
+            continue
+        node.input[0] = first.input[0]
+        producer[first.output[0]] = None
+        dropped.append(first)
+    for node in dropped:
+        graph.node.remove(node)
+    used = {name for node in graph.node for name in node.input}
+    stale = {node.input[1] for node in dropped} - used
+    for init in [i for i in graph.initializer if i.name in stale]:
+        graph.initializer.remove(init)
+
+
+def _fuse_linear_head(onx):
+    """A single-target linear model at the end of the graph as Mul + ReduceSum + Add.
+
+    skl2onnx writes ``x @ W + b`` as MatMul + Add + Reshape ``[-1, 1]`` (then ``[-1]``);
+    for one output column, ``sum(x * w) + b`` is the same sum and costs ONNX Runtime
+    less (its GEMM is slower than a product and a reduction for a ``[d, 1]`` weight,
+    and the Reshape goes). Where ``x`` is ``Reshape(Slice(t))`` with the Slice marked
+    :data:`~cvfeat.export._ops.FINITE_SLICE_MARK` (HOG drops its block-norm epsilon
+    entries so), the product reads ``t`` whole, with zero weights on the dropped
+    entries, and the Slice and the Reshape go too. Shapes come from ONNX shape
+    inference; where they are not static, the graph is left as it is.
+    """
+    from onnx import helper, numpy_helper, shape_inference
+
+    graph = onx.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    readers = {}
+    for n in graph.node:
+        for name in n.input:
+            readers[name] = readers.get(name, 0) + 1
+    consts = {i.name: i for i in graph.initializer}
+
+    def read_once(name, op_type):  # the node of op_type writing `name`, read only once
+        n = producer.get(name)
+        return n if n is not None and n.op_type == op_type and readers.get(name) == 1 else None
+
+    def const(node, k):
+        names = list(node.input)
+        if k >= len(names) or names[k] not in consts:
+            return None
+        return numpy_helper.to_array(consts[names[k]])
+
+    last = producer.get("prediction")
+    if last is None or last.op_type != "Reshape" or not np.array_equal(const(last, 1), [-1]):
+        return onx
+    add = read_once(last.input[0], "Add")
+    matmul = add and (read_once(add.input[0], "MatMul") or read_once(add.input[1], "MatMul"))
+    if not matmul:
+        return onx
+    bias = const(add, 1 if add.input[0] == matmul.output[0] else 0)
+    weight = const(matmul, 1)
+    if bias is None or bias.size != 1 or weight is None or weight.ndim != 2 or weight.shape[1] != 1:
+        return onx
+    shapes = {v.name: v.type.tensor_type for v in shape_inference.infer_shapes(onx).graph.value_info}
+
+    def inner_shape(name):  # static shape after the batch axis, or None
+        t = shapes.get(name)
+        if t is None or not t.HasField("shape"):
+            return None
+        dims = t.shape.dim[1:]
+        return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
+
+    x, w, gone = matmul.input[0], weight[:, 0], [last, add, matmul]
+    if inner_shape(x) != [w.size]:
+        return onx
+    flat = read_once(x, "Reshape")
+    part = flat and read_once(flat.input[0], "Slice")
+    if part and FINITE_SLICE_MARK in part.name:
+        whole = inner_shape(part.input[0])
+        starts, ends, axes, steps = (const(part, k) for k in (1, 2, 3, 4))
+        if (whole and starts is not None and ends is not None and axes is not None
+                and axes.size == 1 and axes[0] % (len(whole) + 1) == len(whole)
+                and starts[0] == 0 and 0 < ends[0] < whole[-1]
+                and (len(part.input) < 5 or (steps is not None and steps[0] == 1))
+                and int(np.prod(whole[:-1])) * int(ends[0]) == w.size):
+            padded = np.zeros(whole, w.dtype)
+            padded[..., :ends[0]] = w.reshape(*whole[:-1], ends[0])
+            x, w = part.input[0], padded
+            gone += [flat, part]
+    name = "cvfeat_head"
+    graph.initializer.extend([
+        numpy_helper.from_array(w, f"{name}_weight"),
+        numpy_helper.from_array(bias.reshape(()).astype(w.dtype), f"{name}_bias"),
+        numpy_helper.from_array(np.arange(1, w.ndim + 1, dtype=np.int64), f"{name}_axes")])
+    stale = {i for n in gone for i in n.input}
+    for n in gone:
+        graph.node.remove(n)
+    graph.node.extend([
+        helper.make_node("Mul", [x, f"{name}_weight"], [f"{name}_product"], name=f"{name}_Mul"),
+        helper.make_node("ReduceSum", [f"{name}_product", f"{name}_axes"], [f"{name}_sum"],
+                         keepdims=0, name=f"{name}_ReduceSum"),
+        helper.make_node("Add", [f"{name}_sum", f"{name}_bias"], ["prediction"],
+                         name=f"{name}_Add")])
+    used = {i for n in graph.node for i in n.input}
+    for init in [i for i in graph.initializer if i.name in stale - used]:
+        graph.initializer.remove(init)
+    return onx
+
+
 def _count_params(est):
     from ..budget import count_params
 
@@ -561,17 +792,24 @@ def to_onnx(estimator, X_sample, *, target_opset=None, name=None, quantize=None,
     task = _task(est)
     ref = _reference(est, X[:2], task)
     est = _prune(est)
+    steps = _describe(est)
+    # fp32: StandardScaler + linear model -> one MatMul + Add; int8 keeps the scaler, so
+    # that the quantized MatMul sees the standardized features, as before
+    graph_est = _fold_scalers(est) if quantize is None else est
     opset = _opsets(target_opset)
     # every classifier gets an entry: skl2onnx's Pipeline parser would otherwise add
     # zipmap=True, which LinearSVC's converter rejects
-    options = {id(c): {"zipmap": False} if _has_zipmap(c) else {} for c in _classifiers(est)}
+    options = {id(c): {"zipmap": False} if _has_zipmap(c) else {}
+               for c in _classifiers(graph_est)}
     onx = convert_sklearn(
-        est, initial_types=[(INPUT_NAME, UInt8TensorType([None, *X.shape[1:]]))],
+        graph_est, initial_types=[(INPUT_NAME, UInt8TensorType([None, *X.shape[1:]]))],
         target_opset=opset, options=options or None, name=name or "cvfeat",
         black_op=_AVOID_ML_OPS)
     onx = _finish_outputs(onx, task, ref)
+    _merge_reshapes(onx.graph)
+    if quantize is None and task == "regression" and ref.ndim == 1:
+        onx = _fuse_linear_head(onx)
     onx.producer_name, onx.producer_version = "cvfeat", cvfeat.__version__
-    steps = _describe(est)
     onx.doc_string = f"cvfeat {steps}: uint8 images {list(X.shape[1:])} -> {task}"
     classes = None
     if task == "classification":
