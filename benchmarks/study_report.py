@@ -158,12 +158,13 @@ def plot_classical(res, path):
     ds = [d for d in res.datasets if any((d, b, "base") in res.by for b in res.budgets)]
     fig, axes = plt.subplots(1, len(ds), figsize=(3.2 * len(ds) + 0.8, 3.2), squeeze=False)
     for ax, d in zip(axes[0], ds, strict=True):
-        for c, style in (("classical", "s-"), ("base", "o-"), ("hybrid", "^-")):
+        for c, style, label in (("classical", "s-", "best classical (CV-chosen)"),
+                                ("base", "o-", "baseline CNN"), ("hybrid", "^-", "hybrid CNN")):
             pts = [(b, *res.mean_ci(d, b, c)) for b in res.budgets]
             pts = [(b, m, h if np.isfinite(h) else 0) for b, m, h in pts if np.isfinite(m)]
             if pts:
                 b, m, h = zip(*pts, strict=True)
-                ax.errorbar(b, m, yerr=h, fmt=style, capsize=3, label=CONFIGS[c][2][:40])
+                ax.errorbar(b, m, yerr=h, fmt=style, capsize=3, label=label)
         best = [(b, best_cnn(res, d, b)) for b in res.budgets]
         best = [(b, v[1]) for b, v in best if v is not None]
         if best:
@@ -227,8 +228,10 @@ def write_report(state, docs, results_path):
          f"{t_factor(n_seeds):.1f}, so only large or very consistent effects clear zero in "
          "one setting; the summary pools the settings.", ""]
     L += ["## Data", ""]
+    root = str(Path(__file__).resolve().parents[2] / "shared" / "data")
     rows = [(d, info["n"], "x".join(map(str, info["shape"])), f"{info['median_guess_mae']:.3g}",
-             info["note"]) for d, info in state.get("datasets", {}).items()]
+             info["note"].replace(root, "../shared/data"))
+            for d, info in state.get("datasets", {}).items()]
     L += [md_table(["data set", "images", "shape", "median-guess MAE", "source"], rows), ""]
     for d, why in state.get("skipped", {}).items():
         L += [f"- {d}: not run ({why})"]
@@ -377,6 +380,6 @@ def rules(res, summary):
             if o["better"] or o["worse"]:
                 ev += (f"; for: {', '.join(o['better']) or 'none'}; against: "
                        f"{', '.join(o['worse']) or 'none'}")
-            parts.append(f"{CONFIGS[c][2]} {verdict(o)} against {ref} ({ev})")
-        out.append(f"- **{title}**: " + "; ".join(parts) + ".")
+            parts.append(f"{CONFIGS[c][2]}: {verdict(o)} ({ev})")
+        out.append(f"- **{title}** (against {ref}): " + "; ".join(parts) + ".")
     return out
