@@ -32,6 +32,7 @@ from cvfeat.budget import count_params
 from cvfeat.export import (
     check_parity,
     compare_quantized,
+    quantize_int8,
     read_model_card,
     register_all,
     supported_steps,
@@ -410,10 +411,37 @@ def test_int8_quantization_shrinks_a_weight_matrix(train, new_images):
     for key in ("latency_ms_fp32_single", "latency_ms_int8_single", "latency_ms_fp32_batch",
                 "latency_ms_int8_batch"):
         assert report[key] > 0
-    # an fp32 graph can be given instead of the estimator
+    # an fp32 graph can be given instead of the estimator: it is quantized as it is, with
+    # the Ridge head fused (Mul + ReduceSum) where the estimator route's int8 export keeps
+    # MatMul + Add, so the two agree up to float32 rounding of the predictions
     again = compare_quantized(fp32, big[0][:64], X_new, repeat=1)
     assert again["bytes_fp32"] == fp32.ByteSize()
-    assert again["max_abs_change"] == pytest.approx(report["max_abs_change"], rel=1e-6)
+    scale = np.abs(pipe.predict(X_new)).max()
+    assert abs(again["max_abs_change"] - report["max_abs_change"]) <= 4e-7 * scale
+
+
+def test_int8_of_a_scaler_and_linear_head_that_fp32_folds():
+    # HOG 8px on 48x48 has 900 features: StandardScaler + Ridge hold a 900-weight MatMul,
+    # which the fp32 export folds and fuses away and the int8 export keeps
+    X, y = data(4, 200, (48, 48))
+    X_new, y_new = data(5, 40, (48, 48))
+    pipe = make_pipeline(hog(), StandardScaler(), Ridge(10.0)).fit(X, y)
+    fp32 = to_onnx(pipe, X[:1])
+    rewrites = read_model_card(fp32)["fp32_rewrites"]
+    assert "StandardScaler folded" in rewrites and "linear head fused" in rewrites
+    assert not {"MatMul", "Gemm"} & {n.op_type for n in fp32.graph.node}
+    int8 = to_onnx(pipe, X[:1], quantize="int8", calibration=X[:64])
+    assert read_model_card(int8)["fp32_rewrites"] == "none"
+    assert read_model_card(int8)["quantization"].startswith("int8 static QDQ: 1 MatMul")
+    # the estimator route compares the two graphs as to_onnx writes them
+    report = compare_quantized(pipe, X[:64], X_new, y_new, repeat=1)
+    assert report["quantization"].startswith("int8 static QDQ: 1 MatMul")
+    assert report["max_abs_change"] > 0
+    # quantizing the fp32 graph itself finds nothing, and says what to do instead
+    with pytest.warns(UserWarning, match=r"exported for fp32 .*quantize='int8', "
+                                         r"calibration=X_cal"):
+        same = quantize_int8(fp32, X[:16])
+    assert read_model_card(same)["quantization"].startswith("none")
 
 
 def test_int8_leaves_features_and_ml_operators_float(train):

@@ -158,7 +158,7 @@ def _export_best(result, X_fit, X_hold, y_hold, *, out, target, command, say):
 
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                q = compare_quantized(onx, as_uint8(X_fit[:64]), as_uint8(X_hold),
+                q = compare_quantized(deployable(model), as_uint8(X_fit[:64]), as_uint8(X_hold),
                                       y_hold if X_hold.dtype == np.uint8 else None)
             info["int8"] = q
             info["int8_notes"] = sorted({str(w.message).splitlines()[0] for w in caught})

@@ -324,6 +324,16 @@ def _fold_scalers(est):
     return Pipeline(out)
 
 
+def _steps_differ(a, b):
+    """Whether two (nested) pipelines have different numbers of steps anywhere."""
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(a, Pipeline) and isinstance(b, Pipeline):
+        return len(a.steps) != len(b.steps) or any(
+            _steps_differ(x, y) for (_, x), (_, y) in zip(a.steps, b.steps, strict=False))
+    return False
+
+
 def _leaves(est, path):
     """(position, estimator) of every step, through Pipeline / FeatureUnion; a
     FeatureUnion branch 'passthrough' is yielded as the string."""
@@ -807,8 +817,17 @@ def to_onnx(estimator, X_sample, *, target_opset=None, name=None, quantize=None,
         black_op=_AVOID_ML_OPS)
     onx = _finish_outputs(onx, task, ref)
     _merge_reshapes(onx.graph)
+    rewrites = []
+    if graph_est is not est and _steps_differ(graph_est, est):
+        rewrites.append("StandardScaler folded into the linear model")
     if quantize is None and task == "regression" and ref.ndim == 1:
+        def products(g):
+            return sum(n.op_type in ("MatMul", "Gemm") for n in g.node)
+
+        before = products(onx.graph)
         onx = _fuse_linear_head(onx)
+        if products(onx.graph) < before:
+            rewrites.append("linear head fused into Mul + ReduceSum")
     onx.producer_name, onx.producer_version = "cvfeat", cvfeat.__version__
     onx.doc_string = f"cvfeat {steps}: uint8 images {list(X.shape[1:])} -> {task}"
     classes = None
@@ -832,6 +851,8 @@ def to_onnx(estimator, X_sample, *, target_opset=None, name=None, quantize=None,
         "command": command if command is not None else shlex.join(sys.argv),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "quantization": "none",
+        # what only the fp32 graph does (int8 exports keep the MatMul for the quantizer)
+        "fp32_rewrites": "; ".join(rewrites) or "none",
     })
     if quantize == "int8":
         from .quantize import quantize_int8

@@ -143,11 +143,18 @@ def quantize_int8(onx, calibration, *, per_channel=True, batch_size=16):
         else:
             excluded.append(n.name)
     if not candidates:
+        from .card import read_model_card
+
+        rewrites = read_model_card(onx).get("fp32_rewrites", "none")
+        hint = ("" if rewrites in ("", "none") else
+                f" This graph was exported for fp32 ({rewrites}): export the fitted model "
+                "with to_onnx(model, X, quantize='int8', calibration=X_cal) instead, which "
+                "keeps the MatMul for the quantizer.")
         warnings.warn(
             f"quantize_int8: the graph has no MatMul/Gemm/Conv with >= {MIN_WEIGHTS} learned "
             "weights after the features (trees, SVMs and XGBoost are ai.onnx.ml operators "
-            "without int8 form; kernel products stay float); it is returned unquantized.",
-            UserWarning, stacklevel=2)
+            "without int8 form; kernel products stay float); it is returned unquantized."
+            + hint, UserWarning, stacklevel=2)
         out = onnx.ModelProto()
         out.CopyFrom(onx)
         write_model_card(out, {"quantization": "none (int8 requested: nothing to quantize)"})
@@ -211,8 +218,11 @@ def compare_quantized(estimator_or_onx, X_cal, X_test, y_test=None, *, repeat=20
     Parameters
     ----------
     estimator_or_onx : fitted estimator or onnx.ModelProto
-        An estimator is exported with :func:`cvfeat.export.to_onnx` (input size from
-        ``X_test``); a ModelProto is taken as the fp32 graph.
+        An estimator is exported twice with :func:`cvfeat.export.to_onnx` (input size
+        from ``X_test``): as it ships in fp32 and with ``quantize='int8'`` (the fp32
+        graph may fold a StandardScaler into the linear model and fuse a single-target
+        linear head, which leaves the quantizer nothing; the int8 export keeps the
+        MatMul). A ModelProto is taken as the fp32 graph and quantized as it is.
     X_cal : (m, h, w[, 3]) uint8 ndarray
         Calibration images for the int8 graph.
     X_test : (n, h, w[, 3]) uint8 ndarray
@@ -243,9 +253,9 @@ def compare_quantized(estimator_or_onx, X_cal, X_test, y_test=None, *, repeat=20
     if hasattr(estimator_or_onx, "graph"):
         fp32 = estimator_or_onx
         int8 = quantize_int8(fp32, X_cal)
-    else:
+    else:  # each graph as to_onnx writes it (the fp32 one may fold and fuse the linear head)
         fp32 = to_onnx(estimator_or_onx, X_test[:1])
-        int8 = quantize_int8(fp32, X_cal)
+        int8 = to_onnx(estimator_or_onx, X_test[:1], quantize="int8", calibration=X_cal)
     sessions = [onnx_session(m) for m in (fp32, int8)]
     name = sessions[0].get_inputs()[0].name
     outputs = [o.name for o in sessions[0].get_outputs()]
