@@ -36,7 +36,7 @@ there), and ``docs/STUDY.md`` with its plots is written from that file
 
 Examples::
 
-    python benchmarks/study.py                 # the full study (about 1 hour on 2 cores)
+    python benchmarks/study.py                 # the full study (78 min measured on 2 cores)
     python benchmarks/study.py --quick --out-dir /tmp/study   # smoke run, a few minutes
     python benchmarks/study.py --report-only   # rewrite docs/STUDY.md from the results
 """
