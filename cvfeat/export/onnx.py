@@ -307,7 +307,8 @@ def _fold_scaler(scaler, model):
 def _fold_scalers(est):
     """The same pipeline with every StandardScaler folded into the linear model right
     after it (:func:`_fold_scaler`), for the graph only: predictions are unchanged up
-    to float rounding. New Pipeline objects; the fitted steps are not modified."""
+    to float rounding. New Pipeline objects where something was folded (``est`` itself
+    where nothing was); the fitted steps are not modified."""
     from sklearn.pipeline import Pipeline
 
     if not isinstance(est, Pipeline):
@@ -321,17 +322,10 @@ def _fold_scalers(est):
                 out[-1] = (name, folded)
                 continue
         out.append((name, step))
+    if len(out) == len(est.steps) and all(
+            new is old for (_, new), (_, old) in zip(out, est.steps, strict=True)):
+        return est
     return Pipeline(out)
-
-
-def _steps_differ(a, b):
-    """Whether two (nested) pipelines have different numbers of steps anywhere."""
-    from sklearn.pipeline import Pipeline
-
-    if isinstance(a, Pipeline) and isinstance(b, Pipeline):
-        return len(a.steps) != len(b.steps) or any(
-            _steps_differ(x, y) for (_, x), (_, y) in zip(a.steps, b.steps, strict=False))
-    return False
 
 
 def _leaves(est, path):
@@ -818,7 +812,7 @@ def to_onnx(estimator, X_sample, *, target_opset=None, name=None, quantize=None,
     onx = _finish_outputs(onx, task, ref)
     _merge_reshapes(onx.graph)
     rewrites = []
-    if graph_est is not est and _steps_differ(graph_est, est):
+    if graph_est is not est:
         rewrites.append("StandardScaler folded into the linear model")
     if quantize is None and task == "regression" and ref.ndim == 1:
         def products(g):
