@@ -302,14 +302,13 @@ def run(args, settings, state, save):
             print(f"{dataset}: skipped ({state['skipped'][dataset]})", flush=True)
             continue
         X, y, note = loaded
+        splits = {seed: split(len(X), seed) for seed in settings["seeds"]}
         state["datasets"][dataset] = dict(
             note=note, n=len(X), shape=list(X.shape[1:]),
             median_guess_mae=float(np.mean([np.abs(y[te] - np.median(y[tr])).mean()
-                                            for tr, te in (split(len(X), s)
-                                                           for s in settings["seeds"])])))
+                                            for tr, te in splits.values()])))
         print(f"{dataset}: {note}, {X.shape[1:]}", flush=True)
-        for seed in settings["seeds"]:
-            tr, te = split(len(X), seed)
+        for seed, (tr, te) in splits.items():
             for budget in args.budgets:
                 for config in FITTED:
                     if (dataset, budget, seed, config) in done:

@@ -115,16 +115,27 @@ def md_table(heads, rows):
 # ----------------------------------------------------------------------------------------
 # plots
 # ----------------------------------------------------------------------------------------
+def _panels(plt, res):
+    """One panel per data set that has results, with the budget axis (log, 1k 3k 10k)."""
+    ds = [d for d in res.datasets if any((d, b, "base") in res.by for b in res.budgets)]
+    fig, axes = plt.subplots(1, len(ds), figsize=(3.2 * len(ds) + 0.8, 3.2), squeeze=False)
+    for ax, d in zip(axes[0], ds, strict=True):
+        ax.set_xscale("log")
+        ax.set_xticks(res.budgets, [f"{b // 1000}k" for b in res.budgets])
+        ax.minorticks_off()
+        ax.set_title(d)
+        ax.set_xlabel("budget (parameters)")
+    return fig, list(zip(axes[0], ds, strict=True))
+
+
 def plot_experiment(res, key, title, ref, variants, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ds = [d for d in res.datasets if any((d, b, "base") in res.by for b in res.budgets)]
-    fig, axes = plt.subplots(1, len(ds), figsize=(3.2 * len(ds) + 0.8, 3.2), sharey=False,
-                             squeeze=False)
-    for ax, d in zip(axes[0], ds, strict=True):
+    fig, panels = _panels(plt, res)
+    for ax, d in panels:
         for k, c in enumerate(variants):
             xs, ms, hs = [], [], []
             for b in res.budgets:
@@ -136,13 +147,8 @@ def plot_experiment(res, key, title, ref, variants, path):
                     hs.append(100 * h if np.isfinite(h) else 0.0)
             ax.errorbar(xs, ms, yerr=hs, marker="o", capsize=3, label=CONFIGS[c][2])
         ax.axhline(0, color="grey", lw=1)
-        ax.set_xscale("log")
-        ax.set_xticks(res.budgets, [f"{b // 1000}k" for b in res.budgets])
-        ax.minorticks_off()
-        ax.set_title(d)
-        ax.set_xlabel("budget (parameters)")
-    axes[0][0].set_ylabel(f"MAE change vs {ref} (%)")
-    axes[0][-1].legend(fontsize=7, loc="best")
+    panels[0][0].set_ylabel(f"MAE change vs {ref} (%)")
+    panels[-1][0].legend(fontsize=7, loc="best")
     fig.suptitle(f"{title}: paired change, mean and 95 % CI over seeds", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -155,9 +161,8 @@ def plot_classical(res, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ds = [d for d in res.datasets if any((d, b, "base") in res.by for b in res.budgets)]
-    fig, axes = plt.subplots(1, len(ds), figsize=(3.2 * len(ds) + 0.8, 3.2), squeeze=False)
-    for ax, d in zip(axes[0], ds, strict=True):
+    fig, panels = _panels(plt, res)
+    for ax, d in panels:
         for c, style, label in (("classical", "s-", "best classical (CV-chosen)"),
                                 ("base", "o-", "baseline CNN"), ("hybrid", "^-", "hybrid CNN")):
             pts = [(b, *res.mean_ci(d, b, c)) for b in res.budgets]
@@ -172,13 +177,8 @@ def plot_classical(res, path):
         guess = res.state["datasets"].get(d, {}).get("median_guess_mae")
         if guess:
             ax.axhline(guess, color="grey", lw=1, ls="--", label="median guess")
-        ax.set_xscale("log")
-        ax.set_xticks(res.budgets, [f"{b // 1000}k" for b in res.budgets])
-        ax.minorticks_off()
-        ax.set_title(d)
-        ax.set_xlabel("budget (parameters)")
-    axes[0][0].set_ylabel("test MAE (target units)")
-    axes[0][-1].legend(fontsize=7)
+    panels[0][0].set_ylabel("test MAE (target units)")
+    panels[-1][0].legend(fontsize=7)
     fig.suptitle("Classical first? Test MAE, mean and 95 % CI over seeds", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
