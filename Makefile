@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: this exact release is the CPU build the `cnn` extra then accepts.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[cnn,tune,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[cnn,tune,dask,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -13,6 +13,14 @@ is not a cvfeat dependency; install it into a separate folder and pass it::
 OpenCV is timed in a subprocess that puts that folder first on ``sys.path`` so
 the two ``cv2`` builds never meet in one interpreter.
 
+``--against REV`` times the transformers of this tree against those of git revision
+REV (e.g. the commit before a change) in the same run: REV's ``cvfeat`` package is
+unpacked as ``cvfeat_ref`` into a temporary folder, both are imported side by side,
+and each case is timed alternately (new, ref, new, ref, ...) with the median of each
+side; the ratio new/ref > 1 means this tree is faster::
+
+    python benchmarks/bench_features.py --against HEAD~1 --repeats 7
+
 ``--memory`` measures the peak memory of ``HOG.transform`` on 100,000 64x64
 images against the size of its output matrix (target: <= 1.5x).
 """
@@ -122,6 +130,66 @@ def run_throughput(args):
     return rows
 
 
+def _import_revision(rev):
+    """REV's ``cvfeat`` package, imported as ``cvfeat_ref`` from a temporary folder."""
+    import importlib
+    import tarfile
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="cvfeat_ref_"))
+    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev, "cvfeat"],
+                             capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    (folder / "cvfeat").rename(folder / "cvfeat_ref")
+    sys.path.insert(0, str(folder))
+    return importlib.import_module("cvfeat_ref.features")
+
+
+def run_against(args):
+    """Interleaved medians of this tree's transform against REV's, same images, same n_jobs."""
+    import statistics
+
+    from cvfeat import features as new
+
+    ref = _import_revision(args.against)
+    rng = np.random.default_rng(0)
+    rows = []
+    for size in args.sizes:
+        grey = rng.integers(0, 256, (args.n, size, size), dtype=np.uint8)
+        rgb = rng.integers(0, 256, (args.n, size, size, 3), dtype=np.uint8)
+        ragged = [grey[i, : size - i % 9, : size - i % 7] for i in range(args.n)]
+        cases = [
+            ("HOG (grey)", lambda m: m.HOG(), grey),
+            ("ColorHistogram (rgb)", lambda m: m.ColorHistogram(), rgb),
+            ("SIFTBoW dense 64 words (grey)",
+             lambda m: m.SIFTBoW(mode="dense", n_words=64, random_state=0), grey),
+            ("LBP (grey)", lambda m: m.LBP(), grey),
+            ("LBP (ragged grey list)", lambda m: m.LBP(), ragged),
+        ]
+        for name, make, X in cases:
+            fitted = {side: make(mod).fit(X[:500]) for side, mod in (("new", new), ("ref", ref))}
+            for n_jobs in (None, 2):
+                times = {"new": [], "ref": []}
+                for side in ("new", "ref"):  # warm-up
+                    fitted[side].set_params(n_jobs=n_jobs).transform(X)
+                for _ in range(args.repeats):
+                    for side in ("new", "ref"):
+                        t = time.perf_counter()
+                        fitted[side].transform(X)
+                        times[side].append(time.perf_counter() - t)
+                med = {side: statistics.median(v) for side, v in times.items()}
+                rows.append(dict(feature=name, size=size, n_jobs=n_jobs or 1,
+                                 new_images_per_s=len(X) / med["new"],
+                                 ref_images_per_s=len(X) / med["ref"],
+                                 new_over_ref=med["ref"] / med["new"]))
+                print(f"{name:<32} {size:>4}px n_jobs={n_jobs or 1}: this tree "
+                      f"{len(X) / med['new']:>9,.0f}/s, {args.against} "
+                      f"{len(X) / med['ref']:>9,.0f}/s, ratio {med['ref'] / med['new']:.3f}",
+                      flush=True)
+    return rows
+
+
 def hog_ratios(rows):
     """cvfeat HOG (one process) / each reference, per size."""
     out = []
@@ -165,12 +233,26 @@ def main(argv=None):
     p.add_argument("--opencv-contrib", default=os.environ.get("CVFEAT_OPENCV_CONTRIB"),
                    help="folder holding opencv-contrib-python-headless (for HOGDescriptor)")
     p.add_argument("--memory", action="store_true", help="also run the 100,000-image memory check")
-    p.add_argument("--out", default=str(DEFAULT_OUT))
+    p.add_argument("--against", metavar="REV",
+                   help="only time this tree against git revision REV, interleaved")
+    p.add_argument("--out", default=None,
+                   help=f"JSON file (default {DEFAULT_OUT.name}, or "
+                        "bench_features_against.json with --against)")
     args = p.parse_args(argv)
+    if args.out is None:
+        name = "bench_features_against.json" if args.against else DEFAULT_OUT.name
+        args.out = str(DEFAULT_OUT.with_name(name))
 
     result = dict(command="python benchmarks/bench_features.py " + " ".join(argv or sys.argv[1:]),
                   machine=dict(python=platform.python_version(), cpu=platform.processor(),
                                cores=os.cpu_count()))
+    if args.against:
+        result["against"] = dict(revision=args.against, repeats=args.repeats, n=args.n,
+                                 rows=run_against(args))
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        print(f"\nwrote {args.out}")
+        return
     result["throughput"] = run_throughput(args)
     result["hog_ratios"] = hog_ratios(result["throughput"])
     print()

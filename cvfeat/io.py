@@ -367,6 +367,17 @@ def _read_or_error(path, *args):
         return None, exc
 
 
+#: At most this many files per parallel task: a task is a chunk of files, not one
+#: file, so a cluster back-end gets few tasks; small enough to balance the workers.
+FILES_PER_TASK = 32
+
+
+def _read_chunk(paths, *args):
+    """``(image, error)`` for each file of one chunk; run by a joblib task, so it
+    returns what it read (the task may run in another process)."""
+    return [_read_or_error(p, *args) for p in paths]
+
+
 # --------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------
@@ -404,7 +415,8 @@ def read_images(
         the header, has its own limits: it warns above
         ``PIL.Image.MAX_IMAGE_PIXELS`` (about 89 M) and refuses above twice that.
     n_jobs : int or None, default=None
-        Threads used to read files (joblib; -1 = all cores).
+        Parallel tasks reading chunks of files (joblib threads by default, -1 = all
+        cores; ``joblib.parallel_config`` selects another back-end, e.g. Dask).
 
     Returns
     -------
@@ -449,12 +461,15 @@ def read_images(
     args = (size, color, interpolation, max_pixels)
     from joblib import effective_n_jobs
 
-    if len(paths) == 1 or effective_n_jobs(n_jobs) == 1:
-        results = [_read_or_error(p, *args) for p in paths]
+    workers = effective_n_jobs(n_jobs)
+    if len(paths) == 1 or workers == 1:
+        results = _read_chunk(paths, *args)
     else:
-        results = Parallel(n_jobs=n_jobs, prefer="threads")(
-            delayed(_read_or_error)(p, *args) for p in paths
+        per = max(1, min(FILES_PER_TASK, -(-len(paths) // workers)))
+        parts = Parallel(n_jobs=n_jobs, prefer="threads")(
+            delayed(_read_chunk)(paths[a : a + per], *args) for a in range(0, len(paths), per)
         )
+        results = [r for part in parts for r in part]
     errors = [(i, e) for i, (_, e) in enumerate(results) if e is not None]
     if errors:
         i, first = errors[0]
@@ -491,7 +506,7 @@ class ImageLoader(ImageOutputMixin, TransformerMixin, BaseEstimator):
     max_pixels : int or None, default=DEFAULT_MAX_PIXELS (50,000,000)
         Refuse images whose header announces more pixels, before decoding.
     n_jobs : int or None, default=None
-        Threads used to read files.
+        Parallel tasks reading chunks of files (joblib; see :func:`read_images`).
 
     See Also
     --------

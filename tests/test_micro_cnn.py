@@ -7,6 +7,7 @@ must stay fast on a shared 2-core machine.
 from __future__ import annotations
 
 import itertools
+import os
 import pickle
 import subprocess
 import sys
@@ -173,6 +174,29 @@ def test_fit_does_not_touch_torch_global_state(data):
     MicroCNNRegressor(**FAST, n_jobs=1).fit(X, y)
     np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
     assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({}, max(1, min(4, (os.cpu_count() or 1) // 2))),
+    ({"OMP_NUM_THREADS": "3"}, 3),
+    ({"MKL_NUM_THREADS": "2"}, 2),
+    ({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "4"}, 1),
+    ({"OMP_NUM_THREADS": "junk"}, max(1, min(4, (os.cpu_count() or 1) // 2))),
+])
+def test_default_threads_follow_the_environment_at_each_fit(monkeypatch, env, expected):
+    """Read at each call, not at torch's start: a LocalCluster sets OMP_NUM_THREADS=1 later."""
+    from cvfeat.models._base import torch_context
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    before = torch.get_num_threads()
+    with torch_context(None):
+        assert torch.get_num_threads() == expected
+    assert torch.get_num_threads() == before
+    with torch_context(2):
+        assert torch.get_num_threads() == 2
 
 
 def test_learns_an_easy_task():

@@ -88,7 +88,8 @@ def load_image_folder(
     random_state : int, RandomState instance or None, default=None
         Only used with ``n_samples``.
     n_jobs : int or None, default=None
-        Threads used to read the files.
+        Parallel tasks reading chunks of files (joblib; see
+        :func:`cvfeat.io.read_images`).
     return_paths : bool, default=False
         Also return the full path of each image (``path / file``), e.g. to read
         them again with :class:`cvfeat.io.ImageLoader`.

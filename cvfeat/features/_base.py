@@ -33,6 +33,56 @@ def effective_n_jobs(n_jobs):
     return max(1, _ej(n_jobs))
 
 
+def chunk_ranges(X):
+    """``(start, stop)`` ranges of about ``CHUNK_PIXELS`` pixels each, in order.
+
+    An ndarray is cut into equal runs of images; a ragged list into runs of
+    consecutive images that together reach ``CHUNK_PIXELS`` (so a task is a chunk
+    of images, never one small image).
+    """
+    n = len(X)
+    if not isinstance(X, list):
+        per = max(1, CHUNK_PIXELS // (X.shape[1] * X.shape[2]))
+        return [(a, min(a + per, n)) for a in range(0, n, per)]
+    ranges, start, pixels = [], 0, 0
+    for i, img in enumerate(X):
+        pixels += img.shape[0] * img.shape[1]
+        if pixels >= CHUNK_PIXELS or i == n - 1:
+            ranges.append((start, i + 1))
+            start, pixels = i + 1, 0
+    return ranges
+
+
+def map_chunks(fn, X, chunks, n_jobs, *per_chunk):
+    """``fn(X[a:b], *args)`` for each ``(a, b)`` of ``chunks``, yielded in chunk order.
+
+    ``per_chunk``: sequences with one item per chunk, passed as extra arguments
+    (e.g. a random seed per chunk).
+
+    Serial when ``n_jobs`` resolves to one worker (or there is one chunk); otherwise
+    one joblib task per chunk that *returns* its result, so every back-end works:
+    threads by default, and loky, multiprocessing or Dask when the user selects one
+    with ``joblib.parallel_config``. Only the chunk is sent to a task, never all of
+    ``X``. Tasks go out in waves of ``4 x workers`` through one ``Parallel`` (one pool):
+    the caller holds the output plus one wave of results, on every back-end
+    (``return_as='generator'`` would do the same, but the multiprocessing back-end
+    refuses it).
+    """
+    tasks = list(zip(chunks, *per_chunk, strict=True))
+    workers = effective_n_jobs(n_jobs)
+    if workers == 1 or len(chunks) == 1:
+        return (fn(X[a:b], *args) for (a, b), *args in tasks)
+    return _waves(fn, X, tasks, n_jobs, 4 * workers)
+
+
+def _waves(fn, X, tasks, n_jobs, wave):
+    with Parallel(n_jobs=n_jobs, prefer="threads") as parallel:
+        for start in range(0, len(tasks), wave):
+            yield from parallel(
+                delayed(fn)(X[a:b], *args) for (a, b), *args in tasks[start : start + wave]
+            )
+
+
 class ImageFeatureTransformer(TransformerMixin, BaseEstimator):
     """Base class: fit/transform over image batches with chunking and n_jobs.
 
@@ -96,29 +146,22 @@ class ImageFeatureTransformer(TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         X = check_images(X, estimator=self, same_size=self._needs_fixed_size)
         check_image_shape(self, X, channels_only=not self._needs_fixed_size)
-        n = len(X)
         dtype = output_dtype(X)
-        out = np.empty((n, self.n_features_out_), dtype=dtype)
-        if isinstance(X, list):
-            chunks = [(i, i + 1) for i in range(n)]
-            get = lambda a, b: X[a][None]  # noqa: E731
-        else:
-            per = max(1, CHUNK_PIXELS // (X.shape[1] * X.shape[2]))
-            chunks = [(a, min(a + per, n)) for a in range(0, n, per)]
-            get = lambda a, b: X[a:b]  # noqa: E731
-
-        def work(a, b):
-            out[a:b] = self._transform_batch(get(a, b))
-
-        n_jobs = effective_n_jobs(getattr(self, "n_jobs", None))
-        if n_jobs == 1 or len(chunks) == 1:
-            for a, b in chunks:
-                work(a, b)
-        else:
-            # Threads: the heavy lifting is in numpy/OpenCV, which release the GIL,
-            # and every thread writes its own rows of one preallocated output.
-            Parallel(n_jobs=n_jobs, prefer="threads")(delayed(work)(a, b) for a, b in chunks)
+        out = np.empty((len(X), self.n_features_out_), dtype=dtype)
+        chunks = chunk_ranges(X)
+        # Each task returns its rows and the rows are copied here, in chunk order:
+        # a task may run in another process (loky, multiprocessing, a Dask worker),
+        # where writing into ``out`` would write into a copy.
+        results = map_chunks(self._transform_chunk, X, chunks, getattr(self, "n_jobs", None))
+        for (a, b), rows in zip(chunks, results, strict=True):
+            out[a:b] = rows
         return out
+
+    def _transform_chunk(self, X):
+        """Rows of one chunk: a batch, or a ragged list of images done one by one."""
+        if isinstance(X, list):
+            return np.concatenate([self._transform_batch(m[None]) for m in X])
+        return self._transform_batch(X)
 
     def get_feature_names_out(self, input_features=None):
         """Names of the output features (``input_features`` is ignored: the input is pixels)."""

@@ -120,7 +120,10 @@ class HOG(ImageFeatureTransformer):
     transform_sqrt : bool, default=False
         Square root of the image before the gradients (power-law compression).
     n_jobs : int, default=None
-        Threads working on chunks of the batch in ``transform``; ``None`` means 1.
+        Parallel tasks over chunks of the batch in ``transform`` (joblib: threads
+        by default, -1 all cores; ``None`` means 1 unless a
+        ``joblib.parallel_config`` context says otherwise). Any joblib back-end
+        (loky, multiprocessing, Dask) gives the serial result.
 
     Attributes
     ----------

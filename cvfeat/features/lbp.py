@@ -172,7 +172,10 @@ class LBP(ImageFeatureTransformer):
     grid : tuple of 2 int, default=(1, 1)
         Number of cells ``(rows, cols)``.
     n_jobs : int, default=None
-        Threads used by ``transform`` (``None`` means 1, -1 all cores).
+        Parallel tasks over chunks of the batch in ``transform`` (joblib: threads
+        by default, -1 all cores; ``None`` means 1 unless a
+        ``joblib.parallel_config`` context says otherwise). Any joblib back-end
+        (loky, multiprocessing, Dask) gives the serial result.
 
     Attributes
     ----------

@@ -23,12 +23,10 @@ import numpy as np
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted
 
 from .._validation import check_images
-from . import _base
-from ._base import ImageFeatureTransformer, effective_n_jobs
+from ._base import ImageFeatureTransformer, chunk_ranges, map_chunks
 from ._dense_sift import compute_dtype, dense_sift, grey_images, normalize_sift
 
 __all__ = ["SIFTBoW"]
@@ -110,8 +108,10 @@ class SIFTBoW(ImageFeatureTransformer):
         Seeds the descriptor sample and :class:`~sklearn.cluster.MiniBatchKMeans`.
         An int gives the same codebook on every fit.
     n_jobs : int, default=None
-        Threads computing descriptors of chunks of the batch in ``fit`` and
-        ``transform``; ``None`` means 1. The result does not depend on it.
+        Parallel tasks over chunks of the batch in ``fit`` and ``transform``
+        (joblib: threads by default, -1 all cores; ``None`` means 1 unless a
+        ``joblib.parallel_config`` context says otherwise). The result depends
+        neither on it nor on the joblib back-end (loky, multiprocessing, Dask).
 
     Attributes
     ----------
@@ -250,6 +250,10 @@ class SIFTBoW(ImageFeatureTransformer):
 
     def _descriptors(self, X):
         """Flat ``(m, 128)`` descriptors of a validated chunk and the count per image."""
+        if isinstance(X, list):  # a ragged chunk: image by image
+            parts = [self._descriptors(img[None]) for img in X]
+            return (np.concatenate([flat for flat, _ in parts]),
+                    np.concatenate([counts for _, counts in parts]))
         dtype = compute_dtype(X[0])
         if self.mode == "dense":
             desc = dense_sift(grey_images(X), self.patch_size, self.step)
@@ -259,14 +263,6 @@ class SIFTBoW(ImageFeatureTransformer):
         counts = np.array([len(d) for d in found])
         flat = np.concatenate(found).astype(dtype)
         return normalize_sift(flat), counts
-
-    @staticmethod
-    def _chunks(X):
-        """(start, stop) ranges and a getter: bounded-memory chunks, one per ragged image."""
-        if isinstance(X, list):
-            return [(i, i + 1) for i in range(len(X))], lambda a, b: X[a][None]
-        per = max(1, _base.CHUNK_PIXELS // (X.shape[1] * X.shape[2]))
-        return [(a, min(a + per, len(X))) for a in range(0, len(X), per)], lambda a, b: X[a:b]
 
     def _sample_chunk(self, X, seed):
         """Descriptors of one chunk, at most ``max_descriptors`` of them, with random keys.
@@ -292,16 +288,9 @@ class SIFTBoW(ImageFeatureTransformer):
         return desc, keys
 
     def _training_sample(self, X, rng):
-        chunks, get = self._chunks(X)
+        chunks = chunk_ranges(X)
         seeds = rng.randint(_SEED_MAX, size=len(chunks))
-        tasks = [(get(a, b), seed) for (a, b), seed in zip(chunks, seeds, strict=True)]
-        n_jobs = effective_n_jobs(self.n_jobs)
-        if n_jobs == 1 or len(tasks) == 1:
-            results = (self._sample_chunk(*task) for task in tasks)
-        else:
-            results = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(
-                delayed(self._sample_chunk)(*task) for task in tasks
-            )
+        results = map_chunks(self._sample_chunk, X, chunks, self.n_jobs, seeds)
         cap = self.max_descriptors
         descs, keys, total, held = [], [], 0, 0
         for desc, key, found in results:  # in chunk order whatever n_jobs

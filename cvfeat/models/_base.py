@@ -67,15 +67,20 @@ def _n_threads(n_jobs):
     """Torch intra-op threads for ``n_jobs``.
 
     None: ``max(1, min(4, cores // 2))`` (1 on a 2-core machine), unless
-    ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` is set (then torch's own setting).
+    ``OMP_NUM_THREADS`` (or else ``MKL_NUM_THREADS``) holds a positive integer: then
+    that number, read at each fit. Torch reads the variable only once, when it
+    starts, and it can change later: a ``distributed.LocalCluster`` started in this
+    process sets both to 1 here as well as in its workers.
     Tiny convolutions split badly across threads, and OpenMP threads that wait
     for a core another process holds stall every operation: on a shared 2-core
     machine an epoch took 10-20x longer with 2 threads than with 1.
     """
     cores = os.cpu_count() or 1
     if n_jobs is None:
-        if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
-            return None  # the user chose, through the environment
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            value = os.environ.get(var, "").strip()
+            if value.isdigit() and int(value) > 0:
+                return int(value)  # the user (or a Dask nanny) chose, through the environment
         return max(1, min(4, cores // 2))
     if n_jobs < 0:
         return max(1, cores + 1 + n_jobs)
@@ -236,8 +241,9 @@ _DOC_CORE = """
         Torch CPU threads during ``fit`` and ``predict`` (restored afterwards).
         None: ``max(1, min(4, cores // 2))``, i.e. 1 on a 2-core machine (tiny
         convolutions gain little from more threads, and threads competing with
-        other processes for cores stall), unless ``OMP_NUM_THREADS`` is set, then
-        torch's own setting; -1: all cores.
+        other processes for cores stall), unless ``OMP_NUM_THREADS`` (or
+        ``MKL_NUM_THREADS``) is set to a positive integer, then that number; -1:
+        all cores.
     verbose : int, default=0
         1: one line per epoch.
 """
