@@ -143,16 +143,42 @@ def _import_revision(rev):
         tar.extractall(folder, filter="data")
     (folder / "cvfeat").rename(folder / "cvfeat_ref")
     sys.path.insert(0, str(folder))
-    return importlib.import_module("cvfeat_ref.features")
+    return importlib.import_module("cvfeat_ref")
+
+
+def _time_pair(name, size, n_jobs, n, calls, args):
+    """Interleaved medians of ``calls['new']()`` and ``calls['ref']()``; one result row."""
+    import statistics
+
+    times = {"new": [], "ref": []}
+    for side in ("new", "ref"):  # warm-up
+        calls[side]()
+    for _ in range(args.repeats):
+        for side in ("new", "ref"):
+            t = time.perf_counter()
+            calls[side]()
+            times[side].append(time.perf_counter() - t)
+    med = {side: statistics.median(v) for side, v in times.items()}
+    print(f"{name:<32} {size:>4}px n_jobs={n_jobs or 1}: this tree {n / med['new']:>9,.0f}/s, "
+          f"{args.against} {n / med['ref']:>9,.0f}/s, ratio {med['ref'] / med['new']:.3f}",
+          flush=True)
+    return dict(feature=name, size=size, n_jobs=n_jobs or 1, new_images_per_s=n / med["new"],
+                ref_images_per_s=n / med["ref"], new_over_ref=med["ref"] / med["new"])
 
 
 def run_against(args):
     """Interleaved medians of this tree's transform against REV's, same images, same n_jobs."""
-    import statistics
+    import importlib
+    import tempfile
 
+    import cv2
+
+    import cvfeat.io
     from cvfeat import features as new
 
-    ref = _import_revision(args.against)
+    ref_pkg = _import_revision(args.against)
+    ref = importlib.import_module("cvfeat_ref.features")
+    ref_io = importlib.import_module("cvfeat_ref.io")
     rng = np.random.default_rng(0)
     rows = []
     for size in args.sizes:
@@ -168,25 +194,23 @@ def run_against(args):
             ("LBP (ragged grey list)", lambda m: m.LBP(), ragged),
         ]
         for name, make, X in cases:
-            fitted = {side: make(mod).fit(X[:500]) for side, mod in (("new", new), ("ref", ref))}
+            fitted = {"new": make(new).fit(X[:500]), "ref": make(ref).fit(X[:500])}
             for n_jobs in (None, 2):
-                times = {"new": [], "ref": []}
-                for side in ("new", "ref"):  # warm-up
-                    fitted[side].set_params(n_jobs=n_jobs).transform(X)
-                for _ in range(args.repeats):
-                    for side in ("new", "ref"):
-                        t = time.perf_counter()
-                        fitted[side].transform(X)
-                        times[side].append(time.perf_counter() - t)
-                med = {side: statistics.median(v) for side, v in times.items()}
-                rows.append(dict(feature=name, size=size, n_jobs=n_jobs or 1,
-                                 new_images_per_s=len(X) / med["new"],
-                                 ref_images_per_s=len(X) / med["ref"],
-                                 new_over_ref=med["ref"] / med["new"]))
-                print(f"{name:<32} {size:>4}px n_jobs={n_jobs or 1}: this tree "
-                      f"{len(X) / med['new']:>9,.0f}/s, {args.against} "
-                      f"{len(X) / med['ref']:>9,.0f}/s, ratio {med['ref'] / med['new']:.3f}",
-                      flush=True)
+                for est in fitted.values():
+                    est.set_params(n_jobs=n_jobs)
+                calls = {side: (lambda e=est, x=X: e.transform(x)) for side, est in fitted.items()}
+                rows.append(_time_pair(name, size, n_jobs, len(X), calls, args))
+        # reading files: PNG files of this size, RGB
+        with tempfile.TemporaryDirectory() as folder:
+            paths = [f"{folder}/{i}.png" for i in range(min(args.n, 1000))]
+            for p, img in zip(paths, rgb, strict=False):
+                cv2.imwrite(p, img)
+            for n_jobs in (None, 2):
+                calls = {"new": lambda j=n_jobs, p=paths: cvfeat.io.read_images(p, n_jobs=j),
+                         "ref": lambda j=n_jobs, p=paths: ref_io.read_images(p, n_jobs=j)}
+                rows.append(_time_pair("read_images (PNG, rgb)", size, n_jobs, len(paths),
+                                       calls, args))
+    del ref_pkg
     return rows
 
 

@@ -9,6 +9,8 @@ does validation, size checks, chunking (bounded memory) and ``n_jobs``.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.parallel import Parallel, delayed
@@ -63,24 +65,53 @@ def map_chunks(fn, X, chunks, n_jobs, *per_chunk):
     one joblib task per chunk that *returns* its result, so every back-end works:
     threads by default, and loky, multiprocessing or Dask when the user selects one
     with ``joblib.parallel_config``. Only the chunk is sent to a task, never all of
-    ``X``. Tasks go out in waves of ``4 x workers`` through one ``Parallel`` (one pool):
-    the caller holds the output plus one wave of results, on every back-end
-    (``return_as='generator'`` would do the same, but the multiprocessing back-end
-    refuses it).
+    ``X``. Results stream back in order (``return_as='generator'``), so the caller
+    holds the output plus the few results in flight; the multiprocessing back-end,
+    which has no generator output, gets the tasks in waves of ``4 x workers``
+    through one pool instead.
     """
     tasks = list(zip(chunks, *per_chunk, strict=True))
     workers = effective_n_jobs(n_jobs)
     if workers == 1 or len(chunks) == 1:
         return (fn(X[a:b], *args) for (a, b), *args in tasks)
-    return _waves(fn, X, tasks, n_jobs, 4 * workers)
+    jobs = (delayed(fn)(X[a:b], *args) for (a, b), *args in tasks)
+    try:
+        parallel = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
+    except ValueError:  # a back-end without generator output (multiprocessing)
+        return _waves(jobs, n_jobs, 4 * workers)
+    return parallel(jobs)
 
 
-def _waves(fn, X, tasks, n_jobs, wave):
+def fill_rows(out, fn, X, chunks, n_jobs):
+    """``out[a:b] = fn(X[a:b])`` for each chunk; returns ``out``.
+
+    Where the active joblib back-end shares this process's memory (threads, the
+    default), each task writes its own rows of ``out``: no copy in the calling
+    thread (measured: copying the rows there cost HOG 5-7 % with ``n_jobs=2``).
+    Elsewhere (loky, multiprocessing, Dask) a task may run in another process, where
+    writing into ``out`` would write into a copy: the tasks return their rows
+    (:func:`map_chunks`) and they are copied here, in chunk order.
+    """
+    from joblib.parallel import get_active_backend
+
+    shared = getattr(get_active_backend(prefer="threads")[0], "supports_sharedmem", False)
+    if shared and effective_n_jobs(n_jobs) > 1 and len(chunks) > 1:
+
+        def write(a, b):
+            out[a:b] = fn(X[a:b])
+
+        Parallel(n_jobs=n_jobs, require="sharedmem")(delayed(write)(a, b) for a, b in chunks)
+        return out
+    for (a, b), rows in zip(chunks, map_chunks(fn, X, chunks, n_jobs), strict=True):
+        out[a:b] = rows
+    return out
+
+
+def _waves(jobs, n_jobs, wave):
+    """The results of ``jobs`` in order, ``wave`` tasks at a time through one pool."""
     with Parallel(n_jobs=n_jobs, prefer="threads") as parallel:
-        for start in range(0, len(tasks), wave):
-            yield from parallel(
-                delayed(fn)(X[a:b], *args) for (a, b), *args in tasks[start : start + wave]
-            )
+        while batch := list(itertools.islice(jobs, wave)):
+            yield from parallel(batch)
 
 
 class ImageFeatureTransformer(TransformerMixin, BaseEstimator):
@@ -148,14 +179,8 @@ class ImageFeatureTransformer(TransformerMixin, BaseEstimator):
         check_image_shape(self, X, channels_only=not self._needs_fixed_size)
         dtype = output_dtype(X)
         out = np.empty((len(X), self.n_features_out_), dtype=dtype)
-        chunks = chunk_ranges(X)
-        # Each task returns its rows and the rows are copied here, in chunk order:
-        # a task may run in another process (loky, multiprocessing, a Dask worker),
-        # where writing into ``out`` would write into a copy.
-        results = map_chunks(self._transform_chunk, X, chunks, getattr(self, "n_jobs", None))
-        for (a, b), rows in zip(chunks, results, strict=True):
-            out[a:b] = rows
-        return out
+        return fill_rows(out, self._transform_chunk, X, chunk_ranges(X),
+                         getattr(self, "n_jobs", None))
 
     def _transform_chunk(self, X):
         """Rows of one chunk: a batch, or a ragged list of images done one by one."""
