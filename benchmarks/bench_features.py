@@ -16,8 +16,8 @@ the two ``cv2`` builds never meet in one interpreter.
 ``--against REV`` times the transformers of this tree against those of git revision
 REV (e.g. the commit before a change) in the same run: REV's ``cvfeat`` package is
 unpacked as ``cvfeat_ref`` into a temporary folder, both are imported side by side,
-and each case is timed alternately (new, ref, new, ref, ...) with the median of each
-side; the ratio new/ref > 1 means this tree is faster::
+and each case is timed alternately (new, ref, ref, new, new, ref, ...) with the
+median of each side; the ratio new/ref > 1 means this tree is faster::
 
     python benchmarks/bench_features.py --against HEAD~1 --repeats 7
 
@@ -153,8 +153,8 @@ def _time_pair(name, size, n_jobs, n, calls, args):
     times = {"new": [], "ref": []}
     for side in ("new", "ref"):  # warm-up
         calls[side]()
-    for _ in range(args.repeats):
-        for side in ("new", "ref"):
+    for i in range(args.repeats):
+        for side in ("new", "ref") if i % 2 == 0 else ("ref", "new"):  # no order bias
             t = time.perf_counter()
             calls[side]()
             times[side].append(time.perf_counter() - t)
@@ -166,8 +166,11 @@ def _time_pair(name, size, n_jobs, n, calls, args):
                 ref_images_per_s=n / med["ref"], new_over_ref=med["ref"] / med["new"])
 
 
-def run_against(args):
-    """Interleaved medians of this tree's transform against REV's, same images, same n_jobs."""
+def run_against(args, save=lambda rows: None):
+    """Interleaved medians of this tree's transform against REV's, same images, same n_jobs.
+
+    ``save(rows)`` is called after every measured case (partial results survive a stop).
+    """
     import importlib
     import tempfile
 
@@ -200,6 +203,7 @@ def run_against(args):
                     est.set_params(n_jobs=n_jobs)
                 calls = {side: (lambda e=est, x=X: e.transform(x)) for side, est in fitted.items()}
                 rows.append(_time_pair(name, size, n_jobs, len(X), calls, args))
+                save(rows)
         # reading files: PNG files of this size, RGB
         with tempfile.TemporaryDirectory() as folder:
             paths = [f"{folder}/{i}.png" for i in range(min(args.n, 1000))]
@@ -210,6 +214,7 @@ def run_against(args):
                          "ref": lambda j=n_jobs, p=paths: ref_io.read_images(p, n_jobs=j)}
                 rows.append(_time_pair("read_images (PNG, rgb)", size, n_jobs, len(paths),
                                        calls, args))
+                save(rows)
     del ref_pkg
     return rows
 
@@ -271,10 +276,13 @@ def main(argv=None):
                   machine=dict(python=platform.python_version(), cpu=platform.processor(),
                                cores=os.cpu_count()))
     if args.against:
-        result["against"] = dict(revision=args.against, repeats=args.repeats, n=args.n,
-                                 rows=run_against(args))
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        def save(rows):
+            result["against"] = dict(revision=args.against, repeats=args.repeats, n=args.n,
+                                     rows=rows)
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=2))
+
+        run_against(args, save)
         print(f"\nwrote {args.out}")
         return
     result["throughput"] = run_throughput(args)

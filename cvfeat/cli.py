@@ -166,13 +166,26 @@ def _cmd_compare(args):
     summary = run_compare(
         args.data_dir, target=args.target, size=args.size, color=args.color,
         budget=args.budget, cv=args.cv, out=args.out, n_samples=args.n_samples,
-        cnn_epochs=args.cnn_epochs, search=args.search, search_options=options or None,
+        cnn_epochs=args.cnn_epochs,
+        cnn_time=None if args.cnn_minutes is None else 60.0 * args.cnn_minutes,
+        search=args.search, search_options=options or None,
         groups=args.groups, holdout=args.holdout, scoring=scoring,
         random_state=args.random_state, n_jobs=args.n_jobs, fast=args.fast,
         include_over_budget=args.include_over_budget,
         command="cvfeat " + " ".join(args.argv))
     print_summary(summary)
     return 0
+
+
+def _positive_float(text):
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
 
 
 def build_parser():
@@ -223,6 +236,9 @@ def build_parser():
                      help="use a random subset of this many images (faster)")
     cmp.add_argument("--cnn-epochs", type=int, default=None,
                      help="epochs of the micro-CNNs (default 20; 2 with --fast)")
+    cmp.add_argument("--cnn-minutes", type=_positive_float, default=None, metavar="M",
+                     help="train every micro-CNN for M minutes per fold (a time budget, "
+                          "instead of a number of epochs); the leaderboard gives the epochs")
     cmp.add_argument("--search", choices=("grid", "halving", "optuna"), default=None,
                      help="tune each candidate inside every training fold (nested)")
     cmp.add_argument("--inner-cv", type=int, default=None,

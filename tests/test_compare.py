@@ -36,7 +36,7 @@ from cvfeat.features import HOG, LBP, ColorHistogram
 from cvfeat.models import MicroCNNRegressor
 
 COLUMNS = ["name", "params", "bytes_fp32", "bytes_int8", "macs", "mae_mean", "mae_std",
-           "rmse_mean", "rmse_std", "r2_mean", "r2_std", "fit_s", "latency_us",
+           "rmse_mean", "rmse_std", "r2_mean", "r2_std", "fit_s", "epochs", "latency_us",
            "within_budget"]
 
 
@@ -450,6 +450,62 @@ def test_cli_compare_writes_the_report(tmp_path, capsys):
     assert "cvfeat compare " in report and "parity with the Python model on the 6" in report
     card = read_model_card(out / "best.onnx")
     assert card["target_name"] == "area" and int(card["count_params"]) <= 800
+
+
+def test_cnn_time_gives_every_cnn_the_same_seconds_and_reports_epochs(data):
+    X, y = data
+    cands = [("cnn", MicroCNNRegressor(max_params=400, batch_size=16, random_state=0)),
+             ("distilled", DistilledRegressor(
+                 student=MicroCNNRegressor(max_params=400, batch_size=16, random_state=0),
+                 teacher=make_pipeline(LBP(grid=(2, 2)), StandardScaler(), RidgeCV()))),
+             ("hist + Ridge", _small_candidates()[1][1])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = compare_models(X, y, budget=1000, candidates=cands, cv=2, cnn_time=1.0,
+                             progress=False, latency=None)
+    t = res.table.set_index("name")
+    for name in ("cnn", "distilled"):
+        assert t.loc[name, "epochs"] >= 1  # as many as 1 s allowed, not max_epochs=60
+        assert t.loc[name, "fit_s"] < 1.0 * 3 + 2  # generous: a shared machine's noise
+    assert np.isnan(t.loc["hist + Ridge", "epochs"])
+    refit = res.best_ if res.best_name_ != "hist + Ridge" else res.refit("cnn")
+    params = refit.get_params()
+    assert params.get("max_time", params.get("student__max_time")) == 1.0
+    assert "epochs" in res.to_markdown()
+    # the user's candidates are not changed in place
+    assert cands[0][1].max_time is None and cands[1][1].student.max_time is None
+
+
+@pytest.mark.parametrize("bad", [0, -2.0, float("nan"), "60", True])
+def test_cnn_time_must_be_positive_seconds(data, bad):
+    X, y = data
+    with pytest.raises(ValueError, match="cnn_time must be a positive number of seconds"):
+        compare_models(X, y, candidates=_small_candidates()[:1], cnn_time=bad, progress=False)
+
+
+def test_cli_compare_cnn_minutes(tmp_path, capsys):
+    X, y = load_task("scale", n_samples=48, size=24, color=True, random_state=2)
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    with open(tmp_path / "data" / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "area"])
+        for i, (img, t) in enumerate(zip(X, y, strict=True)):
+            cv2.imwrite(str(tmp_path / "data" / "images" / f"{i}.png"), img[..., ::-1])
+            w.writerow([f"images/{i}.png", t])
+    args = ["compare", str(tmp_path / "data"), "--target", "area", "--size", "24", "--budget",
+            "800", "--cv", "2", "--fast", "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as info:
+        main(args + ["--cnn-minutes", "0"])
+    assert info.value.code == 2 and "must be a positive number" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert main(args + ["--cnn-minutes", "0.01"]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "micro-CNN training: 0.6 s per fold for every CNN" in report
+    table = pd.read_csv(tmp_path / "out" / "leaderboard.csv")
+    details = {r.name: r for r in table.itertuples()}
+    cnn = [n for n in details if "CNN" in n]
+    assert cnn and all(details[n].epochs >= 1 for n in cnn)
+    assert all(np.isnan(details[n].epochs) for n in details if n not in cnn)
 
 
 def test_parallel_folds_give_the_same_table(data):

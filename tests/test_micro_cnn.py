@@ -11,6 +11,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 
 import joblib
 import numpy as np
@@ -28,11 +29,16 @@ from sklearn.model_selection import (  # noqa: E402
     cross_validate,
 )
 from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.utils._param_validation import InvalidParameterError  # noqa: E402
 
 from cvfeat.budget import count_params  # noqa: E402
 from cvfeat.datasets import make_counting, make_scale  # noqa: E402
-from cvfeat.features import HOG  # noqa: E402
-from cvfeat.models import MicroCNNClassifier, MicroCNNRegressor  # noqa: E402
+from cvfeat.features import HOG, LBP  # noqa: E402
+from cvfeat.models import (  # noqa: E402
+    HybridCNNRegressor,
+    MicroCNNClassifier,
+    MicroCNNRegressor,
+)
 from cvfeat.models import architectures as A  # noqa: E402
 from cvfeat.models import training as T  # noqa: E402
 from cvfeat.preprocessing import Resize  # noqa: E402
@@ -197,6 +203,66 @@ def test_default_threads_follow_the_environment_at_each_fit(monkeypatch, env, ex
     assert torch.get_num_threads() == before
     with torch_context(2):
         assert torch.get_num_threads() == 2
+
+
+# -- time budget -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "60s", [10]])
+def test_max_time_must_be_a_positive_number(data, bad):
+    X, y = data
+    with pytest.raises(InvalidParameterError, match="'max_time' parameter"):
+        MicroCNNRegressor(**FAST, max_time=bad).fit(X, y)
+
+
+def test_max_time_fixes_a_whole_schedule_within_the_budget():
+    X, y = make_scale(400, size=16, random_state=0)
+    model = MicroCNNRegressor(max_params=500, batch_size=16, max_epochs=1, max_time=4.0,
+                              random_state=0)
+    t = time.perf_counter()
+    model.fit(X, y)
+    elapsed = time.perf_counter() - t
+    budget = model.time_budget_
+    assert elapsed < 4.0 * 1.5 + 1.0  # generous: a shared machine's noise
+    assert budget["epochs"] > 1 >= model.max_epochs  # max_epochs is ignored
+    assert budget["epochs"] * budget["epoch_seconds"] <= 4.0 - budget["seconds_before_training"]
+    assert [r["epoch"] for r in model.history_] == list(range(1, budget["epochs"] + 1))
+    assert all(r["seconds"] > 0 for r in model.history_)
+    # the one-cycle schedule ran to its end: the last learning rate is its floor
+    assert model.history_[-1]["lr"] == pytest.approx(model.learning_rate / 25_000, rel=0.01)
+
+
+def test_max_epochs_from_the_time_budget_repeats_the_fit(data):
+    X, y = data
+    timed = MicroCNNRegressor(**{**FAST, "max_epochs": 1}, max_time=1.5).fit(X, y)
+    epochs = timed.time_budget_["epochs"]
+    again = MicroCNNRegressor(**{**FAST, "max_epochs": epochs}).fit(X, y)
+    assert again.time_budget_ is None and again.n_epochs_ == epochs
+    np.testing.assert_array_equal(timed.predict(X), again.predict(X))
+
+
+def test_max_time_too_short_for_one_epoch_warns_and_trains_one(data):
+    X, y = data
+    with pytest.warns(UserWarning, match="max_time=0.0001 s leaves time for less than one epoch"):
+        model = MicroCNNRegressor(**FAST, max_time=1e-4).fit(X, y)
+    assert model.n_epochs_ == 1 and model.time_budget_["epochs"] == 1
+
+
+def test_max_time_counts_the_prune_epochs(data):
+    X, y = data
+    model = MicroCNNRegressor(**FAST, max_time=3.0, prune_amount=0.5, prune_epochs=2).fit(X, y)
+    phases = [r["phase"] for r in model.history_]
+    assert phases.count("prune") == 2 == model.time_budget_["prune_epochs"]
+    assert phases.count("train") == model.time_budget_["epochs"]
+
+
+def test_max_time_on_the_classifier_and_the_hybrid(data):
+    X, y = data
+    clf = MicroCNNClassifier(**FAST, max_time=1.0).fit(X, (y > np.median(y)).astype(int))
+    hyb = HybridCNNRegressor(LBP(), **FAST, max_time=1.0).fit(X, y)
+    for model in (clf, hyb):
+        assert model.time_budget_["epochs"] == model.n_epochs_ >= 1
+        assert clone(model).get_params()["max_time"] == 1.0
 
 
 def test_learns_an_easy_task():

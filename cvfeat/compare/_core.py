@@ -7,7 +7,7 @@ import sys
 import tempfile
 import time
 import warnings
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import clone
@@ -34,6 +34,25 @@ _CNN = {"MicroCNNRegressor", "HybridCNNRegressor", "DistilledRegressor"}
 def _kind(est):
     est = unwrap_search(est)
     return "cnn" if type(est).__name__ in _CNN else "classical"
+
+
+def _epochs(model):
+    """Training epochs of a fitted micro-CNN (itself, a pipeline's last step, a distilled
+    student, a search's best model); None for a model that is not trained in epochs."""
+    model = unwrap_search(model)
+    if hasattr(model, "steps"):
+        model = model.steps[-1][1]
+    model = getattr(model, "student_", model)
+    n = getattr(model, "n_epochs_", None)
+    return None if n is None else int(n)
+
+
+def _with_cnn_time(est, cnn_time):
+    """A clone whose micro-CNN(s) train for ``cnn_time`` seconds (``max_time``)."""
+    keys = [k for k in est.get_params() if k == "max_time" or k.endswith("__max_time")]
+    if cnn_time is None or not keys:
+        return est
+    return clone(est).set_params(**{k: float(cnn_time) for k in keys})
 
 
 class _Factory:
@@ -82,6 +101,7 @@ def _fit_fold(name, factory, X, y, groups, train, test, fold, metrics):
             out["scores"] = {m: float(METRICS[m][0](y[test], pred)) for m in metrics}
             out["params"] = int(count_params(unwrap_search(model)))
             out["search_params"] = getattr(model, "best_params_", None)
+            out["epochs"] = _epochs(model)
             out["model"] = model
         except Exception as exc:  # noqa: BLE001 - reported in `dropped`, never silent
             out["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -149,7 +169,7 @@ def _splitter(cv, groups, n, random_state, where="cv"):
 def compare_models(X, y, *, budget=3000, candidates="default", cv=5, groups=None,
                    scoring=("mae", "rmse", "r2"), search=None, search_options=None,
                    n_jobs=None, random_state=0, include_over_budget=False, cnn_epochs=None,
-                   fast=False, latency="onnx", progress=True):
+                   cnn_time=None, fast=False, latency="onnx", progress=True):
     """Cross-validate candidates under a parameter budget: leaderboard, Pareto front, best.
 
     Every candidate is fitted on the same folds; its fold models are scored on the
@@ -196,6 +216,11 @@ def compare_models(X, y, *, budget=3000, candidates="default", cv=5, groups=None
         ``within_budget=False``) instead of moving them to ``dropped``.
     cnn_epochs : int, optional
         ``max_epochs`` of the default micro-CNNs (default 20; 2 with ``fast``).
+    cnn_time : float, optional
+        Seconds of training per fold for every micro-CNN candidate (its ``max_time``,
+        also inside pipelines and distillation): equal time instead of equal epochs.
+        Each CNN fits as many epochs as its whole schedule allows in that time;
+        ``table['epochs']`` reports them. None: the candidates' own settings.
     fast : bool, default=False
         Quick default candidates (:func:`default_candidates`).
     latency : {'onnx', 'python', None}, default='onnx'
@@ -228,6 +253,8 @@ def compare_models(X, y, *, budget=3000, candidates="default", cv=5, groups=None
     * ``<metric>_mean`` / ``_std``: over the test folds (``np.std``, ddof 0).
     * ``fit_s``: mean wall-clock seconds of one fold's ``fit`` (the inner search
       included).
+    * ``epochs``: mean training epochs over the folds of a micro-CNN (with
+      ``cnn_time``, the epochs its time allowed); NaN for other models.
     * ``latency_us``: best single-image predict of the fold model with the most
       parameters (same architecture and size as a refit: refitting every candidate
       only to time it would cost one more fit each), in ONNX Runtime on one thread
@@ -270,6 +297,12 @@ def compare_models(X, y, *, budget=3000, candidates="default", cv=5, groups=None
                 f"{where}: groups must have one value per image, shape ({len(X)},); got "
                 f"{groups.shape}."
             )
+    if cnn_time is not None and (isinstance(cnn_time, bool) or not isinstance(cnn_time, Real)
+                                 or not np.isfinite(cnn_time) or cnn_time <= 0):
+        raise ValueError(
+            f"{where}: cnn_time must be a positive number of seconds per fold (or None); got "
+            f"{cnn_time!r}."
+        )
     metrics = check_scoring(scoring)
     options = check_search(search, search_options)
     shape = image_shape(X)
@@ -280,6 +313,7 @@ def compare_models(X, y, *, budget=3000, candidates="default", cv=5, groups=None
         )
     rs = int(random_state)
     cands, skipped = _check_candidates(candidates, int(budget), shape, rs, cnn_epochs, fast)
+    cands = [(name, _with_cnn_time(est, cnn_time)) for name, est in cands]
     outer = _splitter(cv, groups, len(X), rs)
     folds = list(outer.split(X, y, groups))
     n_splits = len(folds)
@@ -374,6 +408,8 @@ def compare_models(X, y, *, budget=3000, candidates="default", cv=5, groups=None
             row[f"{m}_mean"] = float(np.mean(vals))
             row[f"{m}_std"] = float(np.std(vals))
         row["fit_s"] = float(np.mean([r["fit_s"] for r in rs_]))
+        epochs = [r["epochs"] for r in rs_ if r["epochs"] is not None]
+        row["epochs"] = float(np.mean(epochs)) if epochs else float("nan")
         row["latency_us"] = float(lat)
         row["within_budget"] = bool(max(params) <= budget)
         rows.append(row)
@@ -389,10 +425,11 @@ def compare_models(X, y, *, budget=3000, candidates="default", cv=5, groups=None
 
     columns = (["name", "params", "bytes_fp32", "bytes_int8", "macs"]
                + [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
-               + ["fit_s", "latency_us", "within_budget"])
+               + ["fit_s", "epochs", "latency_us", "within_budget"])
     table = pd.DataFrame(rows, columns=columns)
     table = table.astype({"name": object, "params": np.int64, "bytes_fp32": np.int64,
                           "bytes_int8": np.int64, "macs": np.float64, "fit_s": np.float64,
+                          "epochs": np.float64,
                           "latency_us": np.float64, "within_budget": bool,
                           **{c: np.float64 for c in columns if c.endswith(("_mean", "_std"))}})
     primary = f"{metrics[0]}_mean"

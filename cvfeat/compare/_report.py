@@ -170,8 +170,8 @@ def _export_best(result, X_fit, X_hold, y_hold, *, out, target, command, say):
 
 
 def run_compare(data_dir, *, target, size=64, color="rgb", budget=3000, cv=5, out="report",
-                n_samples=None, cnn_epochs=None, search=None, search_options=None,
-                groups=None, holdout=0.1, scoring=("mae", "rmse", "r2"), random_state=0,
+                n_samples=None, cnn_epochs=None, cnn_time=None, search=None,
+                search_options=None, groups=None, holdout=0.1, scoring=("mae", "rmse", "r2"), random_state=0,
                 n_jobs=None, fast=False, include_over_budget=False, command=None,
                 candidates="default", progress=True, say=print):
     """Compare the default candidates on a folder and write the report (see module doc).
@@ -199,14 +199,15 @@ def run_compare(data_dir, *, target, size=64, color="rgb", budget=3000, cv=5, ou
     return compare_report(
         X, y, target=target, data_lines=data, title=f"{Path(data_dir).name} ({target})",
         groups=g, groups_name=groups, budget=budget, cv=cv, out=out, cnn_epochs=cnn_epochs,
-        search=search, search_options=search_options, holdout=holdout, scoring=scoring,
+        cnn_time=cnn_time, search=search, search_options=search_options, holdout=holdout, scoring=scoring,
         random_state=random_state, n_jobs=n_jobs, fast=fast,
         include_over_budget=include_over_budget, command=command, candidates=candidates,
         progress=progress, say=say, t0=t0)
 
 
 def compare_report(X, y, *, target, data_lines, title, out="report", groups=None,
-                   groups_name=None, budget=3000, cv=5, cnn_epochs=None, search=None,
+                   groups_name=None, budget=3000, cv=5, cnn_epochs=None, cnn_time=None,
+                   search=None,
                    search_options=None, holdout=0.1, scoring=("mae", "rmse", "r2"),
                    random_state=0, n_jobs=None, fast=False, include_over_budget=False,
                    command=None, candidates="default", progress=True, say=print, t0=None):
@@ -231,7 +232,7 @@ def compare_report(X, y, *, target, data_lines, title, out="report", groups=None
         X_fit, y_fit, budget=budget, candidates=candidates, cv=cv, groups=g_fit,
         scoring=scoring, search=search, search_options=search_options, n_jobs=n_jobs,
         random_state=random_state, include_over_budget=include_over_budget,
-        cnn_epochs=cnn_epochs, fast=fast, progress=progress)
+        cnn_epochs=cnn_epochs, cnn_time=cnn_time, fast=fast, progress=progress)
     # the folder is made only once there is something to write: a bad input leaves nothing
     out.mkdir(parents=True, exist_ok=True)
     files = {}
@@ -249,12 +250,12 @@ def compare_report(X, y, *, target, data_lines, title, out="report", groups=None
     files["report"].write_text(_report_text(
         result, export, title=title, data_lines=data_lines, n_total=len(X),
         n_hold=len(X_hold), y=y, groups=groups_name, command=command, cnn_epochs=cnn_epochs,
-        fast=fast, search_options=search_options, seconds=seconds), encoding="utf-8")
+        cnn_time=cnn_time, fast=fast, search_options=search_options, seconds=seconds), encoding="utf-8")
     return {"result": result, "export": export, "files": files, "seconds": seconds}
 
 
 def _report_text(result, export, *, title, data_lines, n_total, n_hold, y, groups, command,
-                 cnn_epochs, fast, search_options, seconds):
+                 cnn_epochs, fast, search_options, seconds, cnn_time=None):
     from ._candidates import DEFAULT_CNN_EPOCHS, FAST_CNN_EPOCHS
     from ._result import _LABELS
 
@@ -277,7 +278,9 @@ def _report_text(result, export, *, title, data_lines, n_total, n_hold, y, group
           f"- cross-validation: {result.cv_name}, {result.n_splits} folds, shuffled",
           f"- metrics: {', '.join(_LABELS[s] for s in result.scoring)} (ranked by {lab})",
           f"- search: {search}" + (f" with {search_options}" if search_options else ""),
-          f"- micro-CNN epochs: {epochs}" + (" (fast candidates)" if fast else ""),
+          (f"- micro-CNN training: {cnn_time:g} s per fold for every CNN (its `max_time`); "
+           "the epochs each got are in the leaderboard" if cnn_time else
+           f"- micro-CNN epochs: {epochs}" + (" (fast candidates)" if fast else "")),
           f"- total time: {seconds:.1f} s", ""]
     L += ["## Leaderboard", "", result.to_markdown(), "",
           "![error vs parameters](pareto.png)", ""]

@@ -101,7 +101,8 @@ class CompareResult:
     table : pandas.DataFrame
         One row per candidate, best first (by the first metric of ``scoring``):
         ``name, params, bytes_fp32, bytes_int8, macs, <metric>_mean, <metric>_std``
-        (per metric), ``fit_s, latency_us, within_budget``.
+        (per metric), ``fit_s, epochs, latency_us, within_budget`` (``epochs``: NaN
+        for models not trained in epochs).
     details : pandas.DataFrame
         Per candidate (same order): ``kind`` ('classical' or 'cnn'),
         ``latency_runtime`` ('onnx' or 'python'), ``params_per_fold``,
@@ -208,6 +209,7 @@ class CompareResult:
             for m in self.scoring:
                 cells[_LABELS[m]] = _fmt_pm(r[f"{m}_mean"], r[f"{m}_std"])
             cells["fit s"] = f"{r['fit_s']:.2f}"
+            cells["epochs"] = f"{r['epochs']:.3g}" if np.isfinite(r["epochs"]) else ""
             lat = r["latency_us"]
             tag = f" ({runtime[i]})" if i < len(runtime) else ""
             cells["latency µs"] = ("n/a" if not np.isfinite(lat) else f"{lat:,.0f}{tag}")
@@ -221,7 +223,7 @@ class CompareResult:
                 f"mean ± std over the folds, ranked by {m}; * = on the Pareto front "
                 f"(params vs {m}); params = most over the fold models; bytes int8 = params "
                 "at 1 byte; MACs = multiply-accumulates with learned values per image; fit s "
-                "= mean per fold; latency = best single-image predict (onnx = ONNX Runtime, "
+                "= mean per fold; epochs = a micro-CNN's training epochs, mean per fold; latency = best single-image predict (onnx = ONNX Runtime, "
                 f"1 thread; python = predict); budget {self.budget:,d} parameters.")
 
     def to_markdown(self):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -178,6 +180,19 @@ _DOC_CORE = """
         Append two constant coordinate channels to the input (CoordConv): for
         targets that depend on where things are in the image.
     max_epochs : int, default=60
+        Epochs of training (ignored when ``max_time`` is set).
+    max_time : float or None, default=None
+        Time budget of the whole ``fit``, in seconds (data preparation, a
+        teacher's fit and hybrid features included). ``fit`` times a few training
+        steps and one validation pass on a throwaway copy of the network, then
+        fixes the number of epochs so that the whole schedule (one-cycle or
+        cosine, and the ``prune_epochs`` after it) ends within the budget;
+        ``max_epochs`` is then ignored. A schedule is never cut short: at least
+        one epoch runs (with a warning when even that does not fit). The count
+        depends on the machine's speed: ``time_budget_['epochs']`` is the number
+        chosen, and ``max_epochs=time_budget_['epochs']`` without ``max_time``
+        repeats the fit exactly (the timing draws no random numbers of the fit).
+        None: train ``max_epochs``.
     batch_size : int, default=64
     learning_rate : float, default=0.01
         Peak learning rate of AdamW (the one-cycle maximum).
@@ -264,6 +279,11 @@ _DOC_ATTRS = """
         One record per epoch: ``epoch``, ``phase`` ('train' or 'prune'),
         ``train_loss``, ``val_loss`` (None without a validation split), ``lr``
         and ``seconds``.
+    time_budget_ : dict or None
+        With ``max_time``: ``max_time``, ``epoch_seconds`` (the estimate of one
+        epoch), ``seconds_before_training`` (data preparation, teacher, features
+        and the timing itself), ``epochs`` (the schedule's length) and
+        ``prune_epochs``. None without ``max_time``.
     best_epoch_ : int or None
         Epoch whose weights were kept (None without a validation split).
     pruning_ : dict or None
@@ -297,6 +317,7 @@ class _MicroCNNBase(BaseEstimator):
         "head_units": [StrOptions({"auto"}), Interval(Integral, 0, None, closed="left")],
         "coord_channels": ["boolean"],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_time": [None, Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
@@ -343,6 +364,7 @@ class _MicroCNNBase(BaseEstimator):
         -------
         self
         """
+        started = time.perf_counter()
         self._validate_params()
         where = type(self).__name__
         if y is None:
@@ -435,8 +457,13 @@ class _MicroCNNBase(BaseEstimator):
             train_data, val_data = split(tr), split(va)
             teacher_fn = None if teacher_fn_maker is None else teacher_fn_maker(device)
             log = self._logger(where) if self.verbose else None
+            epochs, time_budget = self.max_epochs, None
+            if self.max_time is not None:
+                time_budget = self._plan_epochs(module, train_data, val_data, spec, teacher_fn,
+                                                training, started, where)
+                epochs = time_budget["epochs"]
             history = training.train_module(module, train_data, val_data, spec, rng,
-                                            teacher_fn=teacher_fn, log=log)
+                                            teacher_fn=teacher_fn, epochs=epochs, log=log)
             best_epoch = None
             if val_data is not None:
                 losses = [r["val_loss"] for r in history]
@@ -455,12 +482,31 @@ class _MicroCNNBase(BaseEstimator):
         self.best_epoch_ = best_epoch
         self.n_epochs_ = sum(r["phase"] == "train" for r in history)
         self.pruning_ = pruning
+        self.time_budget_ = time_budget
         self.n_params_, self.n_macs_ = arch_mod.count(arch)
         self.n_params_ += self._fixed_params()
         self.architecture_ = arch_mod.describe(arch, self._describe_extra())
         return self
 
     # -- pieces of fit --------------------------------------------------------------
+    def _plan_epochs(self, module, train_data, val_data, spec, teacher_fn, training, started,
+                     where):
+        """The number of epochs whose whole schedule ends within ``max_time``."""
+        epoch_s = training.time_epoch(module, train_data, val_data, spec, teacher_fn)
+        spent = time.perf_counter() - started
+        prune = self.prune_epochs if self.prune_amount > 0 else 0
+        # 5 % held back for the per-epoch noise of a shared machine and the final steps
+        fit = int((0.95 * self.max_time - spent) // epoch_s) - prune
+        if fit < 1:
+            warnings.warn(
+                f"{where}: max_time={self.max_time:g} s leaves time for less than one epoch "
+                f"(one epoch takes about {epoch_s:.2f} s, {spent:.2f} s went to preparing the "
+                f"data{' and the prune epochs need ' + str(prune) if prune else ''}); training "
+                "one epoch anyway. Raise max_time, or use fewer images or a smaller batch "
+                "count per epoch.", UserWarning, stacklevel=3)
+        return {"max_time": float(self.max_time), "epoch_seconds": epoch_s,
+                "seconds_before_training": spent, "epochs": max(1, fit), "prune_epochs": prune}
+
     def _head_units(self, n_features=0):
         if self.head_units != "auto":
             return int(self.head_units)

@@ -89,6 +89,7 @@ class HybridCNNRegressor(MicroCNNRegressor):
         head_units="auto",
         coord_channels=False,
         max_epochs=60,
+        max_time=None,
         batch_size=64,
         learning_rate=0.01,
         weight_decay=1e-4,
@@ -115,7 +116,7 @@ class HybridCNNRegressor(MicroCNNRegressor):
         super().__init__(
             max_params=max_params, depth=depth, width=width, block=block, conv=conv,
             head=head, head_units=head_units, coord_channels=coord_channels,
-            max_epochs=max_epochs,
+            max_epochs=max_epochs, max_time=max_time,
             batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
             schedule=schedule, validation_fraction=validation_fraction, patience=patience,
             loss=loss, huber_delta=huber_delta, optimizer=optimizer, rho=rho, augment=augment,

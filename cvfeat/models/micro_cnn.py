@@ -90,6 +90,7 @@ class MicroCNNRegressor(RegressorMixin, _MicroCNNBase):
         head_units="auto",
         coord_channels=False,
         max_epochs=60,
+        max_time=None,
         batch_size=64,
         learning_rate=0.01,
         weight_decay=1e-4,
@@ -121,6 +122,7 @@ class MicroCNNRegressor(RegressorMixin, _MicroCNNBase):
         self.head_units = head_units
         self.coord_channels = coord_channels
         self.max_epochs = max_epochs
+        self.max_time = max_time
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
@@ -286,6 +288,7 @@ class MicroCNNClassifier(ClassifierMixin, _MicroCNNBase):
         head_units="auto",
         coord_channels=False,
         max_epochs=60,
+        max_time=None,
         batch_size=64,
         learning_rate=0.01,
         weight_decay=1e-4,
@@ -315,6 +318,7 @@ class MicroCNNClassifier(ClassifierMixin, _MicroCNNBase):
         self.head_units = head_units
         self.coord_channels = coord_channels
         self.max_epochs = max_epochs
+        self.max_time = max_time
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay

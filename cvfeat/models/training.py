@@ -52,7 +52,9 @@ import numpy as np
 
 from .architectures import F, nn, torch
 
-__all__ = ["AUGMENT_PRESETS", "TrainSpec", "check_augment", "predict_module", "train_module"]
+__all__ = [
+    "AUGMENT_PRESETS", "TrainSpec", "check_augment", "predict_module", "time_epoch", "train_module",
+]
 
 AUGMENT_LIMITS = {
     "hflip": (0.0, 1.0),
@@ -204,6 +206,10 @@ class _Data:
     def __len__(self):
         return self.x.shape[0]
 
+    def head(self, m):
+        """The first ``m`` rows."""
+        return _Data(*(None if a is None else a[:m] for a in (self.x, self.y, self.f, self.t)))
+
 
 def _bn_layers(module):
     return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -275,6 +281,32 @@ def evaluate(module, data, spec, batch_size):
             total += float(crit(out, _targets(spec, data.y[sl]))) * (sl.stop - sl.start)
     module.train(was_training)
     return total / n
+
+
+def time_epoch(module, train, val, spec, teacher_fn=None, steps=8):
+    """Seconds one epoch of :func:`train_module` takes, estimated without training ``module``.
+
+    On a copy of ``module``: one untimed step (allocations, kernel selection), then
+    ``steps`` timed training steps (or the whole epoch when it is shorter), scaled to
+    the epoch's batch count, plus one timed validation pass. The steps draw their
+    random numbers from a generator of their own: the fit's stream is untouched.
+    """
+    import copy
+
+    probe = copy.deepcopy(module)
+    bs = min(spec.batch_size, len(train))
+    n_batches = max(1, len(train) // bs)
+    k = min(steps, n_batches)
+    rng = np.random.default_rng(0)
+    train_module(probe, train.head(bs), None, spec, rng, teacher_fn=teacher_fn, epochs=1)
+    t = time.perf_counter()
+    train_module(probe, train.head(k * bs), None, spec, rng, teacher_fn=teacher_fn, epochs=1)
+    seconds = (time.perf_counter() - t) / k * n_batches
+    if val is not None:
+        t = time.perf_counter()
+        evaluate(probe, val, spec, max(256, bs))
+        seconds += time.perf_counter() - t
+    return seconds
 
 
 def train_module(module, train, val, spec, rng, *, teacher_fn=None, masks=None,
