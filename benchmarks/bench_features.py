@@ -197,6 +197,8 @@ def run_against(args, save=lambda rows: None):
             ("LBP (ragged grey list)", lambda m: m.LBP(), ragged),
         ]
         for name, make, X in cases:
+            if args.only and not any(k.lower() in name.lower() for k in args.only):
+                continue
             fitted = {"new": make(new).fit(X[:500]), "ref": make(ref).fit(X[:500])}
             for n_jobs in (None, 2):
                 for est in fitted.values():
@@ -205,6 +207,8 @@ def run_against(args, save=lambda rows: None):
                 rows.append(_time_pair(name, size, n_jobs, len(X), calls, args))
                 save(rows)
         # reading files: PNG files of this size, RGB
+        if args.only and not any(k.lower() in "read_images" for k in args.only):
+            continue
         with tempfile.TemporaryDirectory() as folder:
             paths = [f"{folder}/{i}.png" for i in range(min(args.n, 1000))]
             for p, img in zip(paths, rgb, strict=False):
@@ -264,6 +268,9 @@ def main(argv=None):
     p.add_argument("--memory", action="store_true", help="also run the 100,000-image memory check")
     p.add_argument("--against", metavar="REV",
                    help="only time this tree against git revision REV, interleaved")
+    p.add_argument("--only", nargs="+", metavar="WORD",
+                   help="with --against: only the cases whose name contains a WORD "
+                        "(e.g. HOG read_images)")
     p.add_argument("--out", default=None,
                    help=f"JSON file (default {DEFAULT_OUT.name}, or "
                         "bench_features_against.json with --against)")
