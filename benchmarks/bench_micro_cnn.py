@@ -6,6 +6,10 @@ plain hand-written torch loop over the same module class, batch size, AdamW and
 loss, and ``optimizer='sam'`` against the same plain loop; all measured in this
 one run, interleaved (targets: <= 1.2x and <= 2.2x).
 
+Time budget (``--max-time 20``): one ``MicroCNNRegressor(max_params=3000,
+max_time=20)`` fit on 3,000 32x32 grey images; the fit's wall-clock and the epochs
+chosen (target: within 25 s, more than one epoch).
+
 Accuracy: k-fold cross-validated MAE of the configurations in ``CONFIGS`` on
 built-in tasks (``--task NAME``, repeatable) and on UTKFace age at 64x64
 (``--utkface DIR`` with ``labels.csv`` + ``images/``, or ``--npz FILE`` written by
@@ -370,6 +374,30 @@ def run_cost(args, state, save):
 
 
 # ----------------------------------------------------------------------------------------
+def run_time_budget(args, state, save):
+    """``max_time`` kept: one fit with a time budget, its wall-clock and its epochs."""
+    from cvfeat.datasets import make_scale
+    from cvfeat.models import MicroCNNRegressor
+
+    X, y = make_scale(args.time_n, size=args.time_size, random_state=0)
+    model = MicroCNNRegressor(max_params=3000, max_time=args.max_time, random_state=0, n_jobs=1)
+    t = time.perf_counter()
+    model.fit(X, y)
+    elapsed = time.perf_counter() - t
+    state["time_budget"] = {
+        "images": args.time_n, "size": args.time_size, "max_params": 3000,
+        "max_time": args.max_time, "fit_seconds": elapsed, **model.time_budget_,
+        "seconds_per_epoch": [r["seconds"] for r in model.history_],
+    }
+    save()
+    tb = model.time_budget_
+    print(f"max_time={args.max_time:g} s on {args.time_n} {args.time_size}x{args.time_size} grey "
+          f"images: fit took {elapsed:.1f} s, {tb['epochs']} epochs (estimated "
+          f"{tb['epoch_seconds']:.2f} s each, measured median "
+          f"{np.median(state['time_budget']['seconds_per_epoch']):.2f} s; "
+          f"{tb['seconds_before_training']:.2f} s before training)")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cost", action="store_true", help="run the training-cost comparison")
@@ -378,6 +406,10 @@ def main(argv=None):
     p.add_argument("--cost-budget", type=int, default=3000)
     p.add_argument("--cost-epochs", type=int, default=3, help="epochs per timed run (>= 2)")
     p.add_argument("--cost-rounds", type=int, default=2)
+    p.add_argument("--max-time", type=float, default=None,
+                   help="time one fit with this max_time (seconds) on --time-n images")
+    p.add_argument("--time-n", type=int, default=3000)
+    p.add_argument("--time-size", type=int, default=32)
     p.add_argument("--task", action="append", default=[], help="built-in task (repeatable)")
     p.add_argument("--n", type=int, default=2000, help="images per built-in task")
     p.add_argument("--size", type=int, default=32, help="built-in task image size")
@@ -410,8 +442,9 @@ def main(argv=None):
     datasets = list(args.task)
     if args.utkface or args.npz:
         datasets.append("utkface")
-    if not datasets and not args.cost:
-        p.error("nothing to run: give --cost, --task NAME, --utkface DIR or --npz FILE")
+    if not datasets and not args.cost and args.max_time is None:
+        p.error("nothing to run: give --cost, --max-time S, --task NAME, --utkface DIR or "
+                "--npz FILE")
 
     import torch
 
@@ -436,6 +469,8 @@ def main(argv=None):
     t0 = time.perf_counter()
     if args.cost:
         run_cost(args, state, save)
+    if args.max_time is not None:
+        run_time_budget(args, state, save)
     for dataset in datasets:
         run_accuracy(args, dataset, state, save)
     state["seconds"] = time.perf_counter() - t0

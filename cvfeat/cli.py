@@ -146,7 +146,7 @@ def _cmd_demo(args):
 
     run_demo(task=args.task, n_samples=args.n_samples, size=args.size, cv=args.cv,
              budget=args.budget, random_state=args.random_state, n_jobs=args.n_jobs,
-             out=args.out)
+             cnn_time=60.0 * args.cnn_minutes, out=args.out)
     return 0
 
 
@@ -189,6 +189,8 @@ def _positive_float(text):
 
 
 def build_parser():
+    from ._demo import DEMO_CNN_TIME
+
     parser = argparse.ArgumentParser(
         prog="cvfeat",
         description="Image regression under a parameter budget: classical features first.",
@@ -210,7 +212,12 @@ def build_parser():
     demo.add_argument("--budget", type=int, default=3000,
                       help="parameter budget for the whole pipeline (default: %(default)s)")
     demo.add_argument("--random-state", type=int, default=0)
-    demo.add_argument("--n-jobs", type=int, default=None, help="threads for feature extraction")
+    demo.add_argument("--n-jobs", type=int, default=-1,
+                      help="processes over candidates x folds (default: all cores)")
+    demo.add_argument("--cnn-minutes", type=_positive_float, default=DEMO_CNN_TIME / 60,
+                      metavar="M", help="training time of every micro-CNN per fold "
+                                        f"(default: {DEMO_CNN_TIME / 60:.3g}, i.e. "
+                                        f"{DEMO_CNN_TIME:g} s)")
     demo.add_argument("--out", default="cvfeat_demo",
                       help="output folder for the report and best.onnx (default: %(default)s)")
     demo.set_defaults(func=_cmd_demo)

@@ -24,7 +24,7 @@ def test_info_lists_versions_and_extras(capsys):
 def test_demo_compares_on_a_built_in_task_and_writes_the_report(capsys, tmp_path):
     out_dir = tmp_path / "demo"
     assert main(["demo", "--n-samples", "80", "--cv", "2", "--size", "32",
-                 "--out", str(out_dir)]) == 0
+                 "--cnn-minutes", "0.01", "--out", str(out_dir)]) == 0
     out = capsys.readouterr().out
     for name in ("report.md", "leaderboard.csv", "pareto.png", "best.onnx"):
         assert (out_dir / name).stat().st_size > 0, name
@@ -42,6 +42,10 @@ def test_demo_compares_on_a_built_in_task_and_writes_the_report(capsys, tmp_path
     assert max_rel <= 1e-4
     report = (out_dir / "report.md").read_text()
     assert "built-in task `counting`" in report and "cvfeat demo --task counting" in report
+    # every micro-CNN trained for the demo's time budget, and says how many epochs it got
+    assert "--cnn-minutes 0.01" in report and "micro-CNN training: 0.6 s per fold" in report
+    cnn = table[table["name"].str.contains("CNN")]
+    assert len(cnn) == 5 and (cnn["epochs"] >= 1).all()
 
 
 def test_bad_arguments_give_a_clear_error(capsys):

@@ -421,15 +421,20 @@ def test_default_candidates_real_run(data):
 # -- the command line ----------------------------------------------------------------------
 
 
-def test_cli_compare_writes_the_report(tmp_path, capsys):
-    X, y = load_task("scale", n_samples=60, size=24, color=True, random_state=2)
-    (tmp_path / "data" / "images").mkdir(parents=True)
-    with open(tmp_path / "data" / "labels.csv", "w", newline="") as f:
+def _image_folder(folder, n_samples):
+    """``folder/images/*.png`` + ``labels.csv`` (column ``area``) of the colour scale task."""
+    X, y = load_task("scale", n_samples=n_samples, size=24, color=True, random_state=2)
+    (folder / "images").mkdir(parents=True)
+    with open(folder / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file", "area"])
         for i, (img, t) in enumerate(zip(X, y, strict=True)):
-            cv2.imwrite(str(tmp_path / "data" / "images" / f"{i}.png"), img[..., ::-1])
+            cv2.imwrite(str(folder / "images" / f"{i}.png"), img[..., ::-1])
             w.writerow([f"images/{i}.png", t])
+
+
+def test_cli_compare_writes_the_report(tmp_path, capsys):
+    _image_folder(tmp_path / "data", 60)
     out = tmp_path / "report"
     rc = main(["compare", str(tmp_path / "data"), "--target", "area", "--size", "24",
                "--budget", "800", "--cv", "2", "--fast", "--cnn-epochs", "1", "--out", str(out)])
@@ -484,14 +489,7 @@ def test_cnn_time_must_be_positive_seconds(data, bad):
 
 
 def test_cli_compare_cnn_minutes(tmp_path, capsys):
-    X, y = load_task("scale", n_samples=48, size=24, color=True, random_state=2)
-    (tmp_path / "data" / "images").mkdir(parents=True)
-    with open(tmp_path / "data" / "labels.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "area"])
-        for i, (img, t) in enumerate(zip(X, y, strict=True)):
-            cv2.imwrite(str(tmp_path / "data" / "images" / f"{i}.png"), img[..., ::-1])
-            w.writerow([f"images/{i}.png", t])
+    _image_folder(tmp_path / "data", 48)
     args = ["compare", str(tmp_path / "data"), "--target", "area", "--size", "24", "--budget",
             "800", "--cv", "2", "--fast", "--out", str(tmp_path / "out")]
     with pytest.raises(SystemExit) as info:

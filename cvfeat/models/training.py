@@ -283,7 +283,7 @@ def evaluate(module, data, spec, batch_size):
     return total / n
 
 
-def time_epoch(module, train, val, spec, teacher_fn=None, steps=8):
+def time_epoch(module, train, val, spec, teacher_fn=None, steps=20):
     """Seconds one epoch of :func:`train_module` takes, estimated without training ``module``.
 
     On a copy of ``module``: one untimed step (allocations, kernel selection), then
