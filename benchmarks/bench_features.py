@@ -131,19 +131,22 @@ def run_throughput(args):
 
 
 def _import_revision(rev):
-    """REV's ``cvfeat`` package, imported as ``cvfeat_ref`` from a temporary folder."""
+    """REV's ``cvfeat.features`` and ``cvfeat.io``, imported from a temporary folder where
+    REV's package is unpacked as ``cvfeat_ref``."""
     import importlib
     import tarfile
     import tempfile
+    from io import BytesIO
 
     folder = Path(tempfile.mkdtemp(prefix="cvfeat_ref_"))
     archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev, "cvfeat"],
                              capture_output=True, check=True).stdout
-    with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
     (folder / "cvfeat").rename(folder / "cvfeat_ref")
     sys.path.insert(0, str(folder))
-    return importlib.import_module("cvfeat_ref")
+    return (importlib.import_module("cvfeat_ref.features"),
+            importlib.import_module("cvfeat_ref.io"))
 
 
 def _time_pair(name, size, n_jobs, n, calls, args):
@@ -171,7 +174,6 @@ def run_against(args, save=lambda rows: None):
 
     ``save(rows)`` is called after every measured case (partial results survive a stop).
     """
-    import importlib
     import tempfile
 
     import cv2
@@ -179,9 +181,7 @@ def run_against(args, save=lambda rows: None):
     import cvfeat.io
     from cvfeat import features as new
 
-    ref_pkg = _import_revision(args.against)
-    ref = importlib.import_module("cvfeat_ref.features")
-    ref_io = importlib.import_module("cvfeat_ref.io")
+    ref, ref_io = _import_revision(args.against)
     rng = np.random.default_rng(0)
     rows = []
     for size in args.sizes:
@@ -219,7 +219,6 @@ def run_against(args, save=lambda rows: None):
                 rows.append(_time_pair("read_images (PNG, rgb)", size, n_jobs, len(paths),
                                        calls, args))
                 save(rows)
-    del ref_pkg
     return rows
 
 

@@ -15,7 +15,7 @@ from sklearn.base import clone
 from .._validation import check_images, check_targets, image_shape
 from ..budget import count_params
 from ._candidates import default_candidates
-from ._measure import learned_macs, measure_latency, unwrap_search
+from ._measure import deployable, learned_macs, measure_latency, unwrap_search
 from ._metrics import METRICS, check_scoring
 from ._result import CompareResult
 from ._search import (
@@ -39,10 +39,9 @@ def _kind(est):
 def _epochs(model):
     """Training epochs of a fitted micro-CNN (itself, a pipeline's last step, a distilled
     student, a search's best model); None for a model that is not trained in epochs."""
-    model = unwrap_search(model)
+    model = deployable(model)
     if hasattr(model, "steps"):
         model = model.steps[-1][1]
-    model = getattr(model, "student_", model)
     n = getattr(model, "n_epochs_", None)
     return None if n is None else int(n)
 

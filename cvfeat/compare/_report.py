@@ -171,8 +171,8 @@ def _export_best(result, X_fit, X_hold, y_hold, *, out, target, command, say):
 
 def run_compare(data_dir, *, target, size=64, color="rgb", budget=3000, cv=5, out="report",
                 n_samples=None, cnn_epochs=None, cnn_time=None, search=None,
-                search_options=None, groups=None, holdout=0.1, scoring=("mae", "rmse", "r2"), random_state=0,
-                n_jobs=None, fast=False, include_over_budget=False, command=None,
+                search_options=None, groups=None, holdout=0.1, scoring=("mae", "rmse", "r2"),
+                random_state=0, n_jobs=None, fast=False, include_over_budget=False, command=None,
                 candidates="default", progress=True, say=print):
     """Compare the default candidates on a folder and write the report (see module doc).
 
@@ -199,16 +199,15 @@ def run_compare(data_dir, *, target, size=64, color="rgb", budget=3000, cv=5, ou
     return compare_report(
         X, y, target=target, data_lines=data, title=f"{Path(data_dir).name} ({target})",
         groups=g, groups_name=groups, budget=budget, cv=cv, out=out, cnn_epochs=cnn_epochs,
-        cnn_time=cnn_time, search=search, search_options=search_options, holdout=holdout, scoring=scoring,
-        random_state=random_state, n_jobs=n_jobs, fast=fast,
+        cnn_time=cnn_time, search=search, search_options=search_options, holdout=holdout,
+        scoring=scoring, random_state=random_state, n_jobs=n_jobs, fast=fast,
         include_over_budget=include_over_budget, command=command, candidates=candidates,
         progress=progress, say=say, t0=t0)
 
 
 def compare_report(X, y, *, target, data_lines, title, out="report", groups=None,
                    groups_name=None, budget=3000, cv=5, cnn_epochs=None, cnn_time=None,
-                   search=None,
-                   search_options=None, holdout=0.1, scoring=("mae", "rmse", "r2"),
+                   search=None, search_options=None, holdout=0.1, scoring=("mae", "rmse", "r2"),
                    random_state=0, n_jobs=None, fast=False, include_over_budget=False,
                    command=None, candidates="default", progress=True, say=print, t0=None):
     """Hold out images, compare, write ``out`` (report, leaderboard, plot, best model).
@@ -250,7 +249,8 @@ def compare_report(X, y, *, target, data_lines, title, out="report", groups=None
     files["report"].write_text(_report_text(
         result, export, title=title, data_lines=data_lines, n_total=len(X),
         n_hold=len(X_hold), y=y, groups=groups_name, command=command, cnn_epochs=cnn_epochs,
-        cnn_time=cnn_time, fast=fast, search_options=search_options, seconds=seconds), encoding="utf-8")
+        cnn_time=cnn_time, fast=fast, search_options=search_options, seconds=seconds),
+        encoding="utf-8")
     return {"result": result, "export": export, "files": files, "seconds": seconds}
 
 

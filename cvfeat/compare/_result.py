@@ -223,7 +223,8 @@ class CompareResult:
                 f"mean ± std over the folds, ranked by {m}; * = on the Pareto front "
                 f"(params vs {m}); params = most over the fold models; bytes int8 = params "
                 "at 1 byte; MACs = multiply-accumulates with learned values per image; fit s "
-                "= mean per fold; epochs = a micro-CNN's training epochs, mean per fold; latency = best single-image predict (onnx = ONNX Runtime, "
+                "= mean per fold; epochs = a micro-CNN's training epochs, mean per fold; "
+                "latency = best single-image predict (onnx = ONNX Runtime, "
                 f"1 thread; python = predict); budget {self.budget:,d} parameters.")
 
     def to_markdown(self):

@@ -501,7 +501,7 @@ class _MicroCNNBase(BaseEstimator):
             warnings.warn(
                 f"{where}: max_time={self.max_time:g} s leaves time for less than one epoch "
                 f"(one epoch takes about {epoch_s:.2f} s, {spent:.2f} s went to preparing the "
-                f"data{' and the prune epochs need ' + str(prune) if prune else ''}); training "
+                f"data{f', and {prune} prune epochs follow' if prune else ''}); training "
                 "one epoch anyway. Raise max_time, or use fewer images or a smaller batch "
                 "count per epoch.", UserWarning, stacklevel=3)
         return {"max_time": float(self.max_time), "epoch_seconds": epoch_s,
