@@ -15,8 +15,19 @@ built-in tasks (``--task NAME``, repeatable) and on UTKFace age at 64x64
 (``--utkface DIR`` with ``labels.csv`` + ``images/``, or ``--npz FILE`` written by
 ``benchmarks/make_utkface_npz.py``). Results are appended to the JSON file
 (``--out``) as each fold finishes, so a partial run keeps what it measured; a
-markdown table is printed at the end. Folds run in parallel processes
-(``--jobs``): tiny networks leave a GPU mostly idle, so several fits share it.
+markdown table is printed at the end; ``--resume`` keeps the results already in
+``--out`` and runs only the missing (config, fold, seed) fits. Folds run in parallel
+processes (``--jobs``): tiny networks leave a GPU mostly idle, so several fits share
+it. Where the task's augmentation flips images (UTKFace, most built-in tasks), each
+fit also reports its MAE with test-time flips (``tta='hflip'``, no refit). ``--task
+disk``: 32x32 grey disks of radius 2-12 px (``make_disks``), target the radius.
+
+Label distribution learning against the Huber head (issue 20's target), one fixed
+80/20 split (fold 0 of 5), two fits at a time::
+
+    .venv/bin/python benchmarks/bench_micro_cnn.py --utkface ../shared/data/utkface \
+        --configs cnn_1k,cnn_1k_ldl,cnn_5k,cnn_5k_ldl --epochs 30 --first-folds 1 \
+        --seeds 2 --jobs 2 --out benchmarks/results/bench_ldl_utkface.json --resume
 
 Imports only numpy, scikit-learn, scikit-image, OpenCV, pandas, torch and cvfeat
 (no xgboost / skl2onnx / onnxmltools), and runs from the repository root
@@ -53,6 +64,7 @@ TASK_AUGMENT = {
     "blur": {"hflip": 0.5, "vflip": 0.5},           # no noise, no zoom: they change blur
     "orientation": {"brightness": 0.2, "contrast": 0.2},  # no flips, no rotation
     "color_temperature": {"hflip": 0.5, "vflip": 0.5},    # no brightness / contrast
+    "disk": {"hflip": 0.5, "vflip": 0.5},           # radius: flips keep it
 }
 
 # name -> (estimator kind, parameters[, architecture constants]); make_estimator adds the
@@ -83,6 +95,11 @@ CONFIGS = {
     "cnn_1k_nohidden": ("cnn", {"max_params": 1000, "head_units": 0}),
     "cnn_5k_nohidden": ("cnn", {"max_params": 5000, "head_units": 0}),
     "hybrid_3k_hoglbp": ("hybrid", {"max_params": 3000}, {"FEATURES": "hog+lbp"}),
+    # label distribution learning (12 bins, sigma half a bin); every row also reports the
+    # MAE with test-time flips (tta='hflip', same fit) where the task's augment flips
+    "cnn_1k_ldl": ("cnn", {"max_params": 1000, "loss": "ldl"}),
+    "cnn_3k_ldl": ("cnn", {"max_params": 3000, "loss": "ldl"}),
+    "cnn_5k_ldl": ("cnn", {"max_params": 5000, "loss": "ldl"}),
 }
 DEFAULT_CONFIGS = ["distilled_3k", "cnn_1k", "cnn_3k", "cnn_3k_residual", "cnn_5k", "cnn_10k",
                    "hybrid_3k"]
@@ -91,8 +108,22 @@ DEFAULT_CONFIGS = ["distilled_3k", "cnn_1k", "cnn_3k", "cnn_3k_residual", "cnn_5
 # ----------------------------------------------------------------------------------------
 # data
 # ----------------------------------------------------------------------------------------
+def make_disks(n, size=32, seed=0):
+    """Grey images of one bright disk of radius 2-12 px on a noisy background; y = radius."""
+    rng = np.random.default_rng(seed)
+    r = rng.uniform(2.0, 12.0, n)
+    cy, cx = rng.uniform(r, size - r), rng.uniform(r, size - r)
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    inside = ((yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2
+              <= r[:, None, None] ** 2)
+    img = 60 + 120 * inside + rng.normal(0, 10, (n, size, size))
+    return np.clip(img, 0, 255).astype(np.uint8), r
+
+
 def load_dataset(args, name):
-    """``(X, y, augment)`` for a built-in task or UTKFace."""
+    """``(X, y, augment)`` for a built-in task, the disk-radius task or UTKFace."""
+    if name == "disk":
+        return make_disks(args.n, size=args.size)
     if name == "utkface":
         if args.npz:
             from make_utkface_npz import decode_npz
@@ -194,7 +225,7 @@ def make_estimator(config, fold, args, dataset, shape):
 # ----------------------------------------------------------------------------------------
 # one fold of one configuration (runs in a worker process)
 # ----------------------------------------------------------------------------------------
-def run_job(config, fold, train, test, X, y, args, dataset):
+def run_job(config, fold, train, test, X, y, args, dataset, seed=0):
     import torch
 
     from cvfeat.budget import count_params
@@ -202,7 +233,8 @@ def run_job(config, fold, train, test, X, y, args, dataset):
     torch.backends.cudnn.benchmark = True
     t0 = time.perf_counter()
     est = make_estimator(config, fold, args, dataset, X.shape)
-    row = {"dataset": dataset, "config": config, "fold": fold}
+    est.set_params(random_state=fold + 1000 * seed)
+    row = {"dataset": dataset, "config": config, "fold": fold, "seed": seed}
     if CONFIGS[config][0] == "distilled":
         teacher = teacher_pipeline(X.ndim == 4).fit(X[train], y[train])
         row["teacher_params"] = count_params(teacher)
@@ -217,8 +249,13 @@ def run_job(config, fold, train, test, X, y, args, dataset):
     est.fit(X[train], y[train])
     fit_s = time.perf_counter() - t1
     pred = est.predict(X[test])
+    if "hflip" in (TASK_AUGMENT.get(dataset) or {}):  # flips keep the target: average them
+        row["mae_hflip"] = float(np.abs(est.set_params(tta="hflip").predict(X[test])
+                                        - y[test]).mean())
+        est.set_params(tta=None)
     row.update(
         mae=float(np.abs(pred - y[test]).mean()),
+        r2=float(1 - np.square(pred - y[test]).sum() / np.square(y[test] - y[test].mean()).sum()),
         n_params=int(est.n_params_), n_macs=int(est.n_macs_),
         epochs=int(est.n_epochs_), best_epoch=est.best_epoch_,
         fit_seconds=fit_s, seconds_per_epoch=fit_s / max(1, len(est.history_)),
@@ -245,15 +282,19 @@ def run_accuracy(args, dataset, state, save):
     X, y = load_dataset(args, dataset)
     splits = fold_indices(len(X), args.folds)
     folds = range(args.first_folds or args.folds)
-    jobs = [(c, f) for c in args.configs for f in folds]
+    done = {(r["config"], r["fold"], r.get("seed", 0)) for r in state["results"]
+            if r["dataset"] == dataset}
+    jobs = [(c, f, s) for s in range(args.seeds) for c in args.configs for f in folds
+            if (c, f, s) not in done]
     guess = float(np.mean([np.abs(np.median(y[tr]) - y[te]).mean() for tr, te in splits]))
     state.setdefault("baselines", {})[dataset] = {"median_guess_mae": guess, "n_images": len(X),
                                                  "shape": list(X.shape[1:])}
     save()
     print(f"{dataset}: {len(X)} images {X.shape[1:]}, {len(jobs)} fits on {args.jobs} "
-          f"worker(s); always guessing the median: MAE {guess:.3f}", flush=True)
-    tasks = (delayed(run_job)(c, f, splits[f][0], splits[f][1], X, y, args, dataset)
-             for c, f in jobs)
+          f"worker(s) ({len(done)} done before); always guessing the median: MAE {guess:.3f}",
+          flush=True)
+    tasks = (delayed(run_job)(c, f, splits[f][0], splits[f][1], X, y, args, dataset, s)
+             for c, f, s in jobs)
     try:
         results = Parallel(n_jobs=args.jobs, return_as="generator_unordered")(tasks)
     except (TypeError, ValueError):  # joblib < 1.4: results in order, still one at a time
@@ -261,7 +302,9 @@ def run_accuracy(args, dataset, state, save):
     for row in results:
         state["results"].append(row)
         save()
-        print(f"  {row['config']:>14} fold {row['fold']}: MAE {row['mae']:.3f} "
+        print(f"  {row['config']:>14} fold {row['fold']} seed {row['seed']}: MAE "
+              f"{row['mae']:.3f}"
+              + (f" (flips {row['mae_hflip']:.3f})" if "mae_hflip" in row else "") + " "
               f"({row['n_params']:,} params, {row['epochs']} epochs, "
               f"{row['seconds_per_epoch']:.2f} s/epoch, {row['total_seconds']:.0f} s)"
               + (f" teacher MAE {row['teacher_mae']:.3f}" if "teacher_mae" in row else ""),
@@ -276,9 +319,9 @@ def table(state):
         lines.append(f"\n**{dataset}** ({base.get('n_images', '?')} images "
                      f"{'x'.join(map(str, base.get('shape', [])))}; median guess MAE "
                      f"{base.get('median_guess_mae', float('nan')):.3f})\n")
-        lines.append("| config | params | MACs | MAE (mean ± std over folds) | folds | "
-                     "epochs | s/epoch |")
-        lines.append("|---|---:|---:|---|---:|---:|---:|")
+        lines.append("| config | params | MACs | MAE (mean ± std over fits) | MAE with flips "
+                     "| R2 | fits | epochs | s/epoch |")
+        lines.append("|---|---:|---:|---|---:|---:|---:|---:|---:|")
         for config in dict.fromkeys(r["config"] for r in rows if r["dataset"] == dataset):
             rs = [r for r in rows if r["dataset"] == dataset and r["config"] == config]
             mae = np.array([r["mae"] for r in rs])
@@ -289,7 +332,11 @@ def table(state):
             lines.append(
                 f"| {config} | {np.mean([r['n_params'] for r in rs]):,.0f} | "
                 f"{np.mean([r['n_macs'] for r in rs]):,.0f} | {mae.mean():.3f} ± "
-                f"{mae.std():.3f}{extra} | {len(rs)} | "
+                f"{mae.std():.3f}{extra} | "
+                + (f"{np.mean([r['mae_hflip'] for r in rs]):.3f}" if "mae_hflip" in rs[0]
+                   else "") + " | "
+                + (f"{np.mean([r['r2'] for r in rs]):.3f}" if "r2" in rs[0] else "")
+                + f" | {len(rs)} | "
                 f"{np.mean([r['epochs'] for r in rs]):.0f} | "
                 f"{np.mean([r['seconds_per_epoch'] for r in rs]):.2f} |"
             )
@@ -410,7 +457,8 @@ def main(argv=None):
                    help="time one fit with this max_time (seconds) on --time-n images")
     p.add_argument("--time-n", type=int, default=3000)
     p.add_argument("--time-size", type=int, default=32)
-    p.add_argument("--task", action="append", default=[], help="built-in task (repeatable)")
+    p.add_argument("--task", action="append", default=[],
+                   help="built-in task, or 'disk' (disk radius; repeatable)")
     p.add_argument("--n", type=int, default=2000, help="images per built-in task")
     p.add_argument("--size", type=int, default=32, help="built-in task image size")
     p.add_argument("--utkface", help="UTKFace folder (labels.csv + images/)")
@@ -418,6 +466,10 @@ def main(argv=None):
     p.add_argument("--max-images", type=int, help="random subset of UTKFace (sanity runs)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--first-folds", type=int, help="run only the first K folds")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="seeds per fold (random_state = fold + 1000 * seed)")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the results already in --out and run only the missing fits")
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--huber-delta", type=float, default=0.1,
                    help="Huber threshold in target std (0.1: close to the MAE)")
@@ -458,8 +510,16 @@ def main(argv=None):
         "cpu_count": os.cpu_count(), "results": [],
     }
     if datasets:
-        state.update(epochs=args.epochs, folds=args.folds,
+        state.update(epochs=args.epochs, folds=args.folds, seeds=args.seeds,
                      configs={c: CONFIGS[c] for c in args.configs})
+    if args.resume and out.exists():
+        old = json.loads(out.read_text())
+        for key in ("epochs", "folds"):
+            if key in old and old[key] != state.get(key):
+                p.error(f"--resume: {out} was run with {key}={old[key]}, not "
+                        f"{state.get(key)}; use the same settings or another --out")
+        state["results"] = old.get("results", [])
+        state["baselines"] = old.get("baselines", {})
 
     def save():
         tmp = out.with_suffix(".tmp")

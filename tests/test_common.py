@@ -271,6 +271,8 @@ def _models():
         HybridCNNRegressor(ColorHistogram(bins=2, space="rgb"), **{**fast, "max_params": 500}),
         # a time budget too short for one epoch: always one epoch, so fits are repeatable
         MicroCNNRegressor(**fast, max_time=1e-4),
+        # a label-distribution head, predictions averaged over the mirror image
+        MicroCNNRegressor(**fast, loss="ldl", n_bins=4, tta="hflip"),
     ]
 
 

@@ -92,6 +92,46 @@ def _batches(model, onx, X):
             np.testing.assert_array_equal(label, model.predict(X[:k]))
 
 
+# -- label distribution head and test-time flips: inside the graph -------------------------
+
+@pytest.mark.parametrize("size,color,tta", [((16, 16), False, None), ((21, 27), True, "hflip"),
+                                            ((17, 19), False, "flips")])
+def test_ldl_and_flips_parity(size, color, tta):
+    X, y = scale_data(size, color)
+    X_new, _ = scale_data(size, color, n=20, seed=1)
+    model = MicroCNNRegressor(900, loss="ldl", n_bins=7, tta=tta, **FAST).fit(X, y)
+    onx = to_onnx(model, X[:1])
+    _interface(onx, X.shape[1:])
+    ops = [n.op_type for n in onx.graph.node]
+    views = {None: 1, "hflip": 2, "flips": 4}[tta]
+    assert ops.count("Softmax") == views  # one expectation per view
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.module_.modules())
+    assert ops.count("Conv") == views * convs  # the network once per view
+    _parity(model, onx, X_new)
+    _batches(model, onx, X_new)
+    if tta:  # the graph averages flips: without them the numbers differ
+        plain = MicroCNNRegressor(900, loss="ldl", n_bins=7, **FAST).fit(X, y)
+        assert not np.allclose(plain.predict(X_new), model.predict(X_new), rtol=1e-3)
+    card = read_model_card(onx)
+    assert card["count_params"] == model.n_params_
+
+
+def test_classifier_and_hybrid_flips_parity():
+    X, k = make_counting(48, size=(17, 21), max_count=2, color=True, random_state=0)
+    X_new, _ = make_counting(20, size=(17, 21), max_count=2, color=True, random_state=1)
+    clf = MicroCNNClassifier(800, block="residual", tta="flips", **FAST).fit(X, k)
+    onx = to_onnx(clf, X[:1])
+    assert _parity(clf, onx, X_new)["label_agreement"] == 1.0
+    _batches(clf, onx, X_new)
+    X, y = scale_data((16, 16), True)
+    X_new, _ = scale_data((16, 16), True, n=20, seed=1)
+    hyb = HybridCNNRegressor(ColorHistogram(bins=2), 1000, loss="ldl", tta="hflip",
+                             **FAST).fit(X, y)
+    onx = to_onnx(hyb, X[:1])
+    _parity(hyb, onx, X_new)
+    _batches(hyb, onx, X_new)
+
+
 # -- MicroCNNRegressor -----------------------------------------------------------------
 
 REGRESSORS = [

@@ -19,10 +19,15 @@ Nystroem             ``n_components`` in 8, 16, 32, 64, 128,     int 4 ... n_max
 XGBRegressor         ``max_depth`` 2-4 x ``n_estimators`` 25,    depth 2 ... D_max, trees
                      50, 100, 200, 400, ``learning_rate`` 0.1    10 ... n_max(D_max), rate
                                                                  log-uniform 0.02 ... 0.3
-micro-CNN, hybrid    ``learning_rate`` 3e-3, 1e-2, 3e-2          log-uniform 1e-3 ... 5e-2,
-(and a distilled                                                 ``weight_decay`` log-uniform
-student)                                                         1e-5 ... 1e-2
+micro-CNN, hybrid    ``learning_rate`` 3e-3, 1e-2, 3e-2 x        log-uniform 1e-3 ... 5e-2,
+regressors (and a    ``loss`` 'huber', 'ldl'                     ``weight_decay`` log-uniform
+distilled student)                                               1e-5 ... 1e-2, ``loss``
+                                                                 'huber' or 'ldl'
 ===================  ==========================================  ===========================
+
+``loss='ldl'`` (label distribution learning) is searched because its head is solved
+within the same ``max_params``; test-time flips (``tta``) are not: whether a flip keeps
+the target is the user's call (set ``tta`` on the candidate).
 
 The budget is a constraint. The count of a configuration is computed before any fit
 where it can be: the feature steps in front (HOG, LBP, histograms, SIFT-BoW...) are
@@ -155,7 +160,7 @@ def _grid_values(kind, cls, est, d):
         return {"max_depth": [2, 3, 4], "n_estimators": [25, 50, 100, 200, 400],
                 "learning_rate": [0.1]}
     if cls in {"MicroCNNRegressor", "HybridCNNRegressor"}:
-        return {"learning_rate": [0.003, 0.01, 0.03]}
+        return {"learning_rate": [0.003, 0.01, 0.03], "loss": ["huber", "ldl"]}
     return {}
 
 
@@ -238,7 +243,11 @@ def _product(lists):
 
 
 def _optuna_space(plan, d, count, budget):
-    from optuna.distributions import FloatDistribution, IntDistribution
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
     space = {}
     for prefix, step in plan:
@@ -250,6 +259,7 @@ def _optuna_space(plan, d, count, budget):
         elif cls in {"MicroCNNRegressor", "HybridCNNRegressor"}:
             space[prefix + "learning_rate"] = FloatDistribution(1e-3, 5e-2, log=True)
             space[prefix + "weight_decay"] = FloatDistribution(1e-5, 1e-2, log=True)
+            space[prefix + "loss"] = CategoricalDistribution(["huber", "ldl"])
         elif cls == "Nystroem":
             key = prefix + "n_components"
             n_max = _max_n(lambda n, key=key: count({key: n}), budget, 4, 512)

@@ -29,6 +29,10 @@ skl2onnx's classifiers without ZipMap, ``label`` ``[N]`` (``Gather`` of
 classes, string for strings, double for float classes) and ``probabilities``
 float32 ``[N, n_classes]`` (the module's softmax).
 
+A label-distribution head (``loss='ldl'``) is part of the module (``Softmax``, ``Mul``
+by the bin centres, ``ReduceSum``), and so are test-time flips (``tta``: ``Slice``
+with step -1 along the image axes, and the mean of the views' outputs).
+
 Parity: the graph computes what ``predict`` computes, in float32; the differences
 are float rounding of the folded BatchNorm and of ONNX Runtime's kernels: 7e-8 to
 3e-7 of the largest prediction on the models of ``tests/test_export_micro_cnn.py``
@@ -269,10 +273,14 @@ def pixel_input(g, operator, h, w, c, dtype):
 
 
 def folded_module(est):
-    """BatchNorm-folded, eval-mode float32 CPU copy of a fitted model's ``module_``."""
-    from ..models.architectures import fold_batchnorm
+    """BatchNorm-folded, eval-mode float32 CPU copy of a fitted model's ``module_``,
+    wrapped in :class:`~cvfeat.models.architectures.FlipAverage` when ``est.tta`` asks
+    for test-time flips (the flips and the mean are then part of the graph)."""
+    from ..models.architectures import FlipAverage, fold_batchnorm
 
-    return fold_batchnorm(est.module_).cpu().float().eval()
+    module = fold_batchnorm(est.module_).cpu().float().eval()
+    views = est._views()
+    return FlipAverage(module, views).eval() if len(views) > 1 else module
 
 
 def _export(scope, operator, container, extra_inputs=()):

@@ -26,6 +26,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._validation import check_image_shape, check_images, check_targets, image_shape
 
+#: test-time views (``tta``): the pixel axes of ``(n, h, w[, c])`` images flipped in each
+TTA_VIEWS = {None: ((),), "hflip": ((), (2,)), "flips": ((), (2,), (1,), (1, 2))}
+
 _INSTALL = "pip install 'cvfeat[cnn]'"
 _PIXEL_CHUNK = 1 << 22  # pixels per chunk when computing the input statistics
 
@@ -118,6 +121,16 @@ def pixels(X):
     if X.dtype == np.uint8:
         return X
     return (X * 255.0).astype(np.float32)
+
+
+def bin_centers(t, bins):
+    """``(k, bins)`` evenly spaced centres from the smallest to the largest of each
+    column of ``t`` (standardised training targets); a constant column gets bins one
+    unit apart around its value."""
+    lo, hi = t.min(axis=0), t.max(axis=0)
+    span = np.where(hi - lo > 1e-6, hi - lo, bins - 1.0)
+    frac = np.arange(bins) / (bins - 1) - 0.5
+    return ((lo + hi) / 2)[:, None] + span[:, None] * frac
 
 
 def channel_stats(P):
@@ -246,6 +259,17 @@ _DOC_CORE = """
         (0 = no pruning). ``n_params_`` still counts dense storage;
         ``n_nonzero_params_`` and ``pruning_`` report the effect.
     prune_epochs : int, default=5
+    tta : {{None, 'hflip', 'flips'}}, default=None
+        Test-time flips: ``predict`` (and the exported ONNX graph) averages the
+        predictions{tta_what} over the image and its left-right mirror (``'hflip'``),
+        or over the image, its left-right, up-down and both-ways flips
+        (``'flips'``). No parameters; the MACs of a prediction (``n_macs_``) grow
+        with the number of views (2 or 4). Whether a flip keeps the target is your
+        call, as with ``augment``: a left-right flip keeps an age, a count or a
+        size but changes a left/right orientation or a horizontal position (an
+        angle ``a`` becomes ``180 - a``); an up-down flip also changes what
+        depends on "up" (faces, scenes, vertical position). Read at prediction
+        time: ``set_params(tta=...)`` needs no refit. Training is unchanged.
     random_state : int, RandomState instance or None, default=None
         Seeds the initial weights, the validation split, shuffling and every
         augmentation draw: the same value gives identical predictions on CPU.
@@ -269,7 +293,8 @@ _DOC_ATTRS = """
     n_params_ : int
         Values counted against ``max_params`` (see ``max_params``).
     n_macs_ : int
-        Multiply-accumulates of one prediction (convolutions and linear layers).
+        Multiply-accumulates of one prediction (convolutions and linear layers),
+        times the number of test-time views of ``tta``.
     n_nonzero_params_ : int
         The same count without the values zeroed by pruning (weights that are
         exactly zero).
@@ -332,6 +357,7 @@ class _MicroCNNBase(BaseEstimator):
         "alpha": [Interval(Real, 0, 1, closed="both")],
         "prune_amount": [Interval(Real, 0, 1, closed="left")],
         "prune_epochs": [Interval(Integral, 0, None, closed="left")],
+        "tta": [None, StrOptions({"hflip", "flips"})],
         "random_state": ["random_state"],
         "device": [str],
         "n_jobs": [None, Integral],
@@ -418,6 +444,7 @@ class _MicroCNNBase(BaseEstimator):
             "coord_channels": bool(self.coord_channels), "block": self.block,
             "conv": self.conv, "head": self.head, "n_outputs": n_out,
             "n_features": 0 if feats is None else feats.shape[1], "task": self._task,
+            "bins": self._bins(),
         }
         arch["head_hidden"] = self._head_units(arch["n_features"])
         width = self.width if isinstance(self.width, (str, Integral)) else list(self.width)
@@ -435,6 +462,9 @@ class _MicroCNNBase(BaseEstimator):
                 if scaler is not None:
                     module.out_mean.copy_(torch.as_tensor(scaler[0], dtype=torch.float32))
                     module.out_scale.copy_(torch.as_tensor(scaler[1], dtype=torch.float32))
+                if arch["bins"]:
+                    module.bin_centers.copy_(torch.as_tensor(
+                        bin_centers(targets_std[tr], arch["bins"]), dtype=torch.float32))
                 if feats is not None:
                     fm = feats[tr].mean(axis=0)
                     fs = feats[tr].std(axis=0)
@@ -483,10 +513,38 @@ class _MicroCNNBase(BaseEstimator):
         self.n_epochs_ = sum(r["phase"] == "train" for r in history)
         self.pruning_ = pruning
         self.time_budget_ = time_budget
-        self.n_params_, self.n_macs_ = arch_mod.count(arch)
+        self.n_params_, self._network_macs = arch_mod.count(arch)
         self.n_params_ += self._fixed_params()
-        self.architecture_ = arch_mod.describe(arch, self._describe_extra())
         return self
+
+    # -- what the fitted model costs: the network, times the test-time views ---------
+    @property
+    def n_macs_(self):
+        """Multiply-accumulates of one prediction, every test-time view (``tta``) included."""
+        return self._network_macs * len(self._views())
+
+    @property
+    def architecture_(self):
+        """Readable summary: layers, shapes, parameters and MACs (and test-time views)."""
+        from .architectures import describe
+
+        extra = [e for e in (self._describe_extra(),) if e]
+        views = len(self._views())
+        if views > 1:
+            extra.append(
+                f"test-time flips tta={self.tta!r}: {views} views per prediction, "
+                f"{self.n_macs_:,} MACs ({views} x {self._network_macs:,}); no parameters"
+            )
+        return describe(self.module_.arch, "\n".join(extra) or None)
+
+    def _views(self):
+        """The test-time views of ``tta`` (validated here: it is read at predict time)."""
+        if self.tta not in (None, "hflip", "flips"):
+            raise ValueError(
+                f"{type(self).__name__}: tta={self.tta!r} is not one of None, 'hflip' (the "
+                "image and its left-right mirror) or 'flips' (also the up-down flips)."
+            )
+        return TTA_VIEWS[self.tta]
 
     # -- pieces of fit --------------------------------------------------------------
     def _plan_epochs(self, module, train_data, val_data, spec, teacher_fn, training, started,
@@ -506,6 +564,9 @@ class _MicroCNNBase(BaseEstimator):
                 "count per epoch.", UserWarning, stacklevel=3)
         return {"max_time": float(self.max_time), "epoch_seconds": epoch_s,
                 "seconds_before_training": spent, "epochs": max(1, fit), "prune_epochs": prune}
+
+    def _bins(self):  # label-distribution bins (0: a plain output layer)
+        return 0
 
     def _head_units(self, n_features=0):
         if self.head_units != "auto":
@@ -536,7 +597,8 @@ class _MicroCNNBase(BaseEstimator):
             batch_size=self.batch_size, learning_rate=float(self.learning_rate),
             weight_decay=float(self.weight_decay), schedule=self.schedule,
             patience=self.patience, loss=getattr(self, "loss", None),
-            huber_delta=float(getattr(self, "huber_delta", 1.0)), optimizer=self.optimizer,
+            huber_delta=float(getattr(self, "huber_delta", 1.0)),
+            label_sigma=float(getattr(self, "label_sigma", 0.5)), optimizer=self.optimizer,
             rho=float(rho), augment=augment, target_noise=float(getattr(self, "target_noise", 0)),
             label_smoothing=float(getattr(self, "label_smoothing", 0)),
             mixup=float(self.mixup), alpha=float(self.alpha),
@@ -591,12 +653,13 @@ class _MicroCNNBase(BaseEstimator):
         X = check_images(X, estimator=self, same_size=True)
         check_image_shape(self, X)
         _, _, training = _import_torch(where)
+        views = ((),) if standardized else self._views()
         feats = self._features(X, fit=False)
         with torch_context(self.n_jobs):
             dev = self._device()
             bs = 1024 if dev.type == "cuda" else 256
             return training.predict_module(self.module_, pixels(X), feats, dev, bs,
-                                           standardized=standardized)
+                                           standardized=standardized, views=views)
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "module_")

@@ -30,24 +30,33 @@ An architecture is a plain ``dict`` (picklable, readable) with the keys
 ``n_outputs``, ``n_features``, ``task``
     Outputs (targets, or classes), extra features concatenated before the head
     (hybrid models), ``'regression'`` or ``'classification'``.
+``bins``
+    0 (or absent): the head's output layer gives the ``n_outputs`` values. ``B >=
+    2``: label distribution learning (regressors): the output layer gives ``B``
+    logits per target, and the prediction is the expectation of their softmax over
+    ``B`` fixed bin centres (constants learned from the training targets).
 
 Counting convention (``count``): every trainable parameter of the torch module
 (conv weights, BatchNorm scale and shift, head weights and biases) plus the
 constants learned from the training data and needed at inference: the input
 normalisation (a mean and a scale per image channel), the target
 standardisation (a mean and a scale per output, regressors) and the feature
-standardisation (a mean and a scale per extra feature, hybrids). BatchNorm's
+standardisation (a mean and a scale per extra feature, hybrids), and the bin
+centres of a label-distribution head (``B`` per target). BatchNorm's
 running statistics are not counted: :func:`fold_batchnorm` folds them, with
 the scale and shift, into the preceding convolution (weights + one bias per
 channel), which needs fewer values than counted here, so the count is an upper
 bound of what the exported model stores. MACs count the multiply-accumulates of
-convolutions and linear layers for one image (BatchNorm folds away; pooling,
-additions and ReLU are not multiplications).
+convolutions and linear layers for one image, plus the ``B`` products per
+target of a label-distribution head's expectation (BatchNorm folds away;
+pooling, additions, ReLU and softmax are not counted).
 
 The torch part (:func:`build_module`) is made of ``Conv2d``, ``BatchNorm2d``
 (foldable), ``ReLU``, ``MaxPool2d``, ``mean``, ``cat``, ``pad`` and ``Linear``
 and takes ``(n, h, w[, c])`` pixels on the 0-255 scale (uint8 or float), so
 ``torch.onnx.export`` of the module gives a graph with uint8 pixels in.
+:class:`FlipAverage` wraps it for test-time flips (``tta``): the mean of its
+outputs over flipped copies of the pixels.
 """
 
 from __future__ import annotations
@@ -67,6 +76,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 __all__ = [
     "GROWTH",
     "MIN_FINAL_SIZE",
+    "FlipAverage",
     "build_module",
     "count",
     "count_module",
@@ -84,6 +94,9 @@ GROWTH = 1.5  # width multiplier per pooling stage in the automatic width schedu
 POOL_PLACEMENT = "early"  # 'early': poolings spread from the first layer; 'late': at the end
 MIN_FINAL_SIZE = 4  # pool until the feature map is about 4x4 (at least 4 pixels a side)
 BN_EPS = 1e-5
+#: buffers counted as parameters: constants learned from the training data
+CONSTANTS = ("in_mean", "in_scale", "out_mean", "out_scale", "feat_mean", "feat_scale",
+             "bin_centers")
 
 
 # ----------------------------------------------------------------------------------------
@@ -172,6 +185,8 @@ def plan(arch):
             h, w = h // pool, w // pool
             rows.append(("pool", f"maxpool {pool}x{pool}", (c, h, w), 0, 0))
     n_out, d = arch["n_outputs"], arch.get("n_features", 0)
+    bins = arch.get("bins", 0)
+    n_lin = n_out * bins if bins else n_out  # the output layer's width
     n_in = c * (h * w if arch["head"] == "dense" else 1)
     pooled = "flatten" if arch["head"] == "dense" else "GAP"
     extra = f" + {d} features" if d else ""
@@ -181,13 +196,15 @@ def plan(arch):
             ("hidden", f"{pooled} {n_in}{extra} -> linear {n_in + d}->{hidden}, ReLU",
              (hidden,), (n_in + d) * hidden + hidden, (n_in + d) * hidden)
         )
-        rows.append(("head", f"linear {hidden}->{n_out}", (n_out,),
-                     hidden * n_out + n_out, hidden * n_out))
+        rows.append(("head", f"linear {hidden}->{n_lin}", (n_lin,),
+                     hidden * n_lin + n_lin, hidden * n_lin))
     else:
         rows.append(
-            ("head", f"{pooled} {n_in}{extra} -> linear {n_in + d}->{n_out}", (n_out,),
-             (n_in + d) * n_out + n_out, (n_in + d) * n_out)
+            ("head", f"{pooled} {n_in}{extra} -> linear {n_in + d}->{n_lin}", (n_lin,),
+             (n_in + d) * n_lin + n_lin, (n_in + d) * n_lin)
         )
+    if bins:
+        rows.append(("ldl", f"softmax over {bins} bins, expectation", (n_out,), 0, n_lin))
     consts = [f"input mean+scale {2 * c_img}"]
     n_const = 2 * c_img
     if arch["task"] == "regression":
@@ -196,6 +213,9 @@ def plan(arch):
     if d:
         consts.append(f"feature mean+scale {2 * d}")
         n_const += 2 * d
+    if bins:
+        consts.append(f"bin centres {n_lin}")
+        n_const += n_lin
     rows.append(("norm", ", ".join(consts), (), n_const, 0))
     return rows
 
@@ -475,11 +495,15 @@ class MicroCNNModule(nn.Module):
         for f in pools:
             h, w = h // f, w // f
         n_in = c * (h * w if self.flatten_head else 1) + d
+        self.bins = arch.get("bins", 0)
+        if self.bins:
+            self.register_buffer("bin_centers", torch.zeros(n_out, self.bins))
+        n_lin = n_out * self.bins if self.bins else n_out
         hidden = arch.get("head_hidden", 0)
         if hidden:
-            self.head = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_out))
+            self.head = nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(), nn.Linear(hidden, n_lin))
         else:
-            self.head = nn.Linear(n_in, n_out)
+            self.head = nn.Linear(n_in, n_lin)
 
     # -- the pieces ------------------------------------------------------------------
     def to_nchw(self, x):
@@ -491,6 +515,17 @@ class MicroCNNModule(nn.Module):
 
     def forward_nchw(self, x, features=None):
         """Float ``(n, c, h, w)`` pixels (0-255) -> standardised outputs (or logits)."""
+        z = self.raw_nchw(x, features)
+        return self.expectation(z) if self.bins else z
+
+    def expectation(self, z):
+        """Label-distribution logits ``(n, k * B)`` -> expected standardised targets ``(n, k)``."""
+        p = torch.softmax(z.view(z.shape[0], -1, self.bins), dim=2)
+        return (p * self.bin_centers).sum(dim=2)
+
+    def raw_nchw(self, x, features=None):
+        """The output layer's values: :meth:`forward_nchw` before a label-distribution
+        head's expectation (the same values without one). Training losses take these."""
         x = (x - self.in_mean.view(1, -1, 1, 1)) * self.in_scale.view(1, -1, 1, 1)
         if self.coords is not None:
             x = torch.cat([x, self.coords.expand(x.shape[0], -1, -1, -1)], dim=1)
@@ -522,7 +557,7 @@ def build_module(arch):
 def count_module(module):
     """Trainable parameters plus the normalisation constants (the convention of :func:`count`)."""
     n = sum(p.numel() for p in module.parameters())
-    for name in ("in_mean", "in_scale", "out_mean", "out_scale", "feat_mean", "feat_scale"):
+    for name in CONSTANTS:
         buf = getattr(module, name, None)
         if buf is not None:
             n += buf.numel()
@@ -559,7 +594,30 @@ def module_macs(module):
         for hk in hooks:
             hk.remove()
         module.train(was_training)
+    if getattr(module, "bins", 0):
+        total[0] += module.bin_centers.numel()  # the expectation's products
     return total[0]
+
+
+class FlipAverage(nn.Module):
+    """Test-time flips: the mean of ``module``'s outputs over flipped copies of the pixels.
+
+    ``views``: a value of :data:`cvfeat.models._base.TTA_VIEWS`, the pixel axes of ``(n, h, w[, c])``
+    images flipped in each view (``()`` = the image as it is). Hybrid features are
+    passed unchanged to every view (they are computed from the image as it is).
+    """
+
+    def __init__(self, module, views):
+        super().__init__()
+        self.module = module
+        self.views = tuple(tuple(v) for v in views)
+
+    def forward(self, x, features=None):
+        out = None
+        for dims in self.views:
+            o = self.module(x.flip(dims) if dims else x, features)
+            out = o if out is None else out + o
+        return out / len(self.views)
 
 
 def fold_batchnorm(module):

@@ -37,11 +37,16 @@ class HybridCNNRegressor(MicroCNNRegressor):
         + _DOC_CORE.format(
             hybrid_budget=", the transformer's learned values and the feature "
             "standardisation",
-            loss_doc="""    loss : {'huber', 'mse'}, default='huber'
-    huber_delta : float, default=1.0""",
+            loss_doc="""    loss : {'huber', 'mse', 'ldl'}, default='huber'
+        As in :class:`MicroCNNRegressor` (``'ldl'``: label distribution learning).
+    huber_delta : float, default=1.0
+    n_bins : 'auto' or int >= 2, default='auto'
+    label_sigma : float > 0, default=0.5""",
             smoothing_doc="""    target_noise : float, default=0.0""",
             teacher_api="with ``predict``",
             teacher_shape="",
+            tta_what=" (each view's CNN input is flipped; the classical features are "
+            "those of the image as it is, as in training)",
         ).replace(
             "    Parameters\n    ----------\n",
             """    Parameters
@@ -98,6 +103,8 @@ class HybridCNNRegressor(MicroCNNRegressor):
         patience=None,
         loss="huber",
         huber_delta=1.0,
+        n_bins="auto",
+        label_sigma=0.5,
         optimizer="adamw",
         rho="auto",
         augment=None,
@@ -107,6 +114,7 @@ class HybridCNNRegressor(MicroCNNRegressor):
         alpha=0.5,
         prune_amount=0.0,
         prune_epochs=5,
+        tta=None,
         random_state=None,
         device="auto",
         n_jobs=None,
@@ -119,9 +127,11 @@ class HybridCNNRegressor(MicroCNNRegressor):
             max_epochs=max_epochs, max_time=max_time,
             batch_size=batch_size, learning_rate=learning_rate, weight_decay=weight_decay,
             schedule=schedule, validation_fraction=validation_fraction, patience=patience,
-            loss=loss, huber_delta=huber_delta, optimizer=optimizer, rho=rho, augment=augment,
+            loss=loss, huber_delta=huber_delta, n_bins=n_bins, label_sigma=label_sigma,
+            optimizer=optimizer, rho=rho, augment=augment,
             target_noise=target_noise, mixup=mixup, teacher=teacher, alpha=alpha,
-            prune_amount=prune_amount, prune_epochs=prune_epochs, random_state=random_state,
+            prune_amount=prune_amount, prune_epochs=prune_epochs, tta=tta,
+            random_state=random_state,
             device=device, n_jobs=n_jobs, verbose=verbose,
         )
 

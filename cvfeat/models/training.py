@@ -50,7 +50,7 @@ from numbers import Real
 
 import numpy as np
 
-from .architectures import F, nn, torch
+from .architectures import CONSTANTS, F, FlipAverage, nn, torch
 
 __all__ = [
     "AUGMENT_PRESETS", "TrainSpec", "check_augment", "predict_module", "time_epoch", "train_module",
@@ -175,11 +175,47 @@ def augment_batch(x, spec, params, gen):
 # ----------------------------------------------------------------------------------------
 # losses
 # ----------------------------------------------------------------------------------------
-def _criterion(spec):
+def ldl_loss(z, target, centers, sigma):
+    """Label distribution learning loss: KL divergence + L1 of the expectation.
+
+    Parameters
+    ----------
+    z : (n, k * B) tensor
+        Logits, ``B`` per target (target-major).
+    target : (n, k) tensor
+        Standardised targets (any real values: outside the bins too).
+    centers : (k, B) tensor
+        Evenly spaced bin centres per target.
+    sigma : float
+        Standard deviation of the Gaussian label distribution, in bin widths.
+
+    Returns
+    -------
+    loss : scalar tensor
+        ``KL(q || softmax(z))`` with ``q`` the Gaussian around each target
+        evaluated at the centres and normalised over the bins, summed over the
+        bins, plus ``|sum(softmax(z) * centres) - target|``; both averaged over
+        images and targets.
+    """
+    n, k = target.shape
+    logp = F.log_softmax(z.view(n, k, -1), dim=2)
+    width = (centers[:, 1] - centers[:, 0]).view(1, k, 1)
+    d = (centers.unsqueeze(0) - target.unsqueeze(2)) / (sigma * width)
+    logq = F.log_softmax(-0.5 * d * d, dim=2)
+    kl = (logq.exp() * (logq - logp)).sum(dim=2).mean()
+    expect = (logp.exp() * centers.unsqueeze(0)).sum(dim=2)
+    return kl + (expect - target).abs().mean()
+
+
+def _criterion(spec, module):
+    """``loss(raw outputs, targets)``: the raw outputs are ``module.raw_nchw``'s."""
     if spec.task == "classification":
         def soft_ce(logits, target):
             return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
         return soft_ce
+    if spec.loss == "ldl":
+        sigma = spec.label_sigma
+        return lambda z, target: ldl_loss(z, target, module.bin_centers, sigma)
     if spec.loss == "mse":
         return F.mse_loss
     delta = spec.huber_delta
@@ -269,15 +305,15 @@ def outputs(module, data, batch_size):
 
 def evaluate(module, data, spec, batch_size):
     """Mean loss on true targets (no smoothing, no augmentation), eval mode."""
-    crit = _criterion(spec)
+    crit = _criterion(spec, module)
     was_training = module.training
     module.eval()
     total, n = 0.0, len(data)
     with torch.no_grad():
         for a in range(0, n, batch_size):
             sl = slice(a, min(a + batch_size, n))
-            out = module.forward_nchw(module.to_nchw(data.x[sl]),
-                                      None if data.f is None else data.f[sl])
+            out = module.raw_nchw(module.to_nchw(data.x[sl]),
+                                  None if data.f is None else data.f[sl])
             total += float(crit(out, _targets(spec, data.y[sl]))) * (sl.stop - sl.start)
     module.train(was_training)
     return total / n
@@ -335,7 +371,7 @@ def train_module(module, train, val, spec, rng, *, teacher_fn=None, masks=None,
     n = len(train)
     bs = min(spec.batch_size, n)
     n_batches = max(1, n // bs)  # the remainder is dropped (a new shuffle every epoch)
-    crit = _criterion(spec)
+    crit = _criterion(spec, module)
     aug = spec.augment
     gen = torch.Generator(device=device)
     gen.manual_seed(int(rng.integers(2**63 - 1)))
@@ -350,7 +386,7 @@ def train_module(module, train, val, spec, rng, *, teacher_fn=None, masks=None,
     best, best_state, since_best = math.inf, None, 0
 
     def forward_loss(xb, fb, yb, tb):
-        out = module.forward_nchw(xb, fb)
+        out = module.raw_nchw(xb, fb)
         loss = crit(out, yb)
         if tb is not None:
             loss = alpha * loss + (1 - alpha) * crit(out, tb)
@@ -501,7 +537,7 @@ def magnitude_masks(module, amount):
 def count_nonzero(module):
     """Non-zero trainable values plus the normalisation constants."""
     n = sum(int(torch.count_nonzero(p)) for p in module.parameters())
-    for name in ("in_mean", "in_scale", "out_mean", "out_scale", "feat_mean", "feat_scale"):
+    for name in CONSTANTS:
         buf = getattr(module, name, None)
         if buf is not None:
             n += buf.numel()
@@ -511,19 +547,26 @@ def count_nonzero(module):
 # ----------------------------------------------------------------------------------------
 # prediction
 # ----------------------------------------------------------------------------------------
-def predict_module(module, x, features, device, batch_size, standardized=False):
+def predict_module(module, x, features, device, batch_size, standardized=False, views=((),)):
     """Outputs for numpy pixels ``x`` (n, h, w[, c]) on the 0-255 scale, in batches.
 
-    ``standardized=False``: ``module(x)`` (target units / probabilities);
-    True: ``forward_nchw`` (standardised outputs / logits).
+    ``standardized=False``: ``module(x)`` (target units / probabilities), averaged
+    over the test-time ``views`` (see :data:`cvfeat.models._base.TTA_VIEWS`);
+    True: ``forward_nchw`` (standardised outputs / logits, one view only).
     """
     module.eval()
+    if len(views) > 1:
+        if standardized:
+            raise ValueError("test-time views average predictions, not standardised outputs")
+        module = FlipAverage(module, views)
     outs = []
     with torch.inference_mode():
         for a in range(0, len(x), batch_size):
             chunk = x[a:a + batch_size]
-            if not chunk.flags.writeable:  # torch cannot wrap read-only memory: copy the batch
-                chunk = chunk.copy()
+            if not (chunk.flags.writeable and chunk.flags.c_contiguous):
+                # torch wraps neither read-only memory nor negative strides (a flipped
+                # view such as X[:, :, ::-1]): copy the batch
+                chunk = np.ascontiguousarray(chunk).copy() if not chunk.flags.writeable                     else np.ascontiguousarray(chunk)
             xb = torch.as_tensor(chunk).to(device)
             fb = None
             if features is not None:
