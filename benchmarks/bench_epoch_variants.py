@@ -2,14 +2,17 @@
 
 The network is the one ``MicroCNNRegressor(max_params=3000)`` builds for 32x32 grey
 images (the ``bench_micro_cnn.py --cost`` set-up: 10,000 images, batch 64, AdamW,
-Huber). Each variant trains the same module from the same seed for one epoch;
+Huber). ``eager`` runs it in the textbook order (:func:`textbook_forward`: conv, BN,
+ReLU, max-pool), float32, NCHW. Each variant trains the same module from the same
+seed for one epoch;
 variants alternate within each round, in an order rotated by one each round (so that no
 variant always follows the same one), and the medians over rounds are compared
 with the eager NCHW float32 loop measured in the same run:
 
 - ``pool-before-relu``: ``max_pool(relu(z)) == relu(max_pool(z))``, so ReLU and its
-  backward run on a quarter of the values (the same function, exactly);
-- ``channels-last``: module and batches in ``torch.channels_last``;
+  backward run on a quarter of the values (the same function, exactly): the order of
+  ``MicroCNNModule.forward_nchw``;
+- ``channels-last``: module and batches in ``torch.channels_last``, and both together;
 - ``bf16-autocast``: ``torch.autocast('cpu', torch.bfloat16)`` (changes the numbers);
 - ``compiled``: ``torch.compile(dynamic=False)`` of the loss, steady state (the
   compile time is reported apart).
@@ -31,11 +34,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-VARIANTS = ("eager", "pool-before-relu", "channels-last", "bf16-autocast", "compiled")
+VARIANTS = ("eager", "pool-before-relu", "channels-last", "pool-before-relu+channels-last",
+            "bf16-autocast", "compiled")
 
 
-def forward_pool_before_relu(m, x):
-    """``MicroCNNModule.forward_nchw`` with each max-pool moved ahead of its ReLU."""
+def textbook_forward(m, x):
+    """``m.forward_nchw`` written in the textbook order, as a plain PyTorch user would:
+    ``conv -> BN -> [+ skip] -> ReLU -> [concat] -> max-pool`` per layer."""
     import torch
     import torch.nn.functional as F
 
@@ -47,11 +52,10 @@ def forward_pool_before_relu(m, x):
         z = unit.bn(unit.conv(z))
         if unit.mode == "residual":
             z = z + (F.pad(x, (0, 0, 0, 0, 0, unit.pad_channels)) if unit.pad_channels else x)
-        if pool > 1:
-            z = F.max_pool2d(z, pool)
-            x = F.max_pool2d(x, pool) if unit.mode == "dense" else x
         z = F.relu(z)
         x = torch.cat([x, z], 1) if unit.mode == "dense" else z
+        if pool > 1:
+            x = F.max_pool2d(x, pool)
     x = torch.flatten(x, 1) if m.flatten_head else x.mean(dim=(2, 3))
     return m.head(x)
 
@@ -83,21 +87,21 @@ def main(argv=None):
     def epoch(variant):
         torch.manual_seed(0)
         m = A.build_module(arch)
-        if variant == "channels-last":
+        if variant.endswith("channels-last"):
             m = m.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(m.parameters(), lr=0.01)
 
         def loss_of(xb, tb):
             xb = m.to_nchw(xb)
-            if variant == "channels-last":
+            if variant.endswith("channels-last"):
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            if variant == "pool-before-relu":
-                return F.huber_loss(forward_pool_before_relu(m, xb), tb)
+            if variant.startswith("pool-before-relu"):  # the module's own order
+                return F.huber_loss(m.forward_nchw(xb), tb)
             if variant == "bf16-autocast":
                 with torch.autocast("cpu", dtype=torch.bfloat16):
-                    out = m.forward_nchw(xb)
+                    out = textbook_forward(m, xb)
                 return F.huber_loss(out.float(), tb)
-            return F.huber_loss(m.forward_nchw(xb), tb)
+            return F.huber_loss(textbook_forward(m, xb), tb)
 
         fn = loss_of
         if variant == "compiled":

@@ -144,6 +144,30 @@ def test_default_depth_and_pooling_end_near_4x4():
         assert np.prod(pools) == 16 and len(pools) == depth
 
 
+@pytest.mark.parametrize("block,conv,head,coord", [
+    ("plain", "separable", "gap", False), ("residual", "standard", "dense", True),
+    ("dense", "separable", "gap", True)])
+def test_pool_before_relu_is_the_textbook_network_exactly(block, conv, head, coord):
+    # the module max-pools before each ReLU; the textbook order (ReLU, then max-pool) must
+    # give the same outputs and the same gradients, bit for bit, in training mode
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    from bench_epoch_variants import textbook_forward
+
+    arch = A.solve(_arch(block, conv, head, coord, (32, 32), 3), 3000)
+    torch.manual_seed(0)
+    module = A.build_module(arch).train()
+    x = torch.rand(16, 3, 32, 32) * 255
+    grads = []
+    for forward in (module.forward_nchw, lambda x: textbook_forward(module, x)):
+        module.zero_grad(set_to_none=True)
+        out = forward(x)
+        out.square().sum().backward()
+        grads.append((out.detach(), [p.grad.clone() for p in module.parameters()]))
+    assert torch.equal(grads[0][0], grads[1][0])
+    for a, b in zip(grads[0][1], grads[1][1], strict=True):
+        assert torch.equal(a, b)
+
+
 # -- fitting, prediction, determinism --------------------------------------------------------
 def test_fit_attributes(fitted, data):
     X, _ = data

@@ -375,8 +375,9 @@ def train_module(module, train, val, spec, rng, *, teacher_fn=None, masks=None,
     aug = spec.augment
     gen = torch.Generator(device=device)
     gen.manual_seed(int(rng.integers(2**63 - 1)))
+    # the fused kernel updates every parameter tensor in one call (CPU and CUDA)
     opt = torch.optim.AdamW(_param_groups(module, spec.weight_decay), lr=lr,
-                            fused=device.type == "cuda")
+                            fused=device.type in ("cpu", "cuda"))
     sched = _scheduler(opt, schedule, epochs * n_batches)
     sam = spec.optimizer in ("sam", "asam")
     params = [p for p in module.parameters() if p.requires_grad]
