@@ -30,6 +30,17 @@ Label distribution learning against the Huber head (issue 20's target), one fixe
         --configs cnn_1k,cnn_1k_ldl,cnn_5k,cnn_5k_ldl --epochs 30 --first-folds 1 \
         --seeds 2 --jobs 2 --out benchmarks/results/bench_ldl_utkface.json --resume
 
+Distillation from a 40k-parameter CNN fitted inside the 3k student's fit, against the
+same student alone (the ``distilled_cnn_3k`` rows also give the teacher's MAE, size and
+training seconds; issue 21's target)::
+
+    .venv/bin/python benchmarks/bench_micro_cnn.py --task scale --task counting --n 2000 \
+        --size 32 --epochs 40 --folds 5 --configs cnn_3k,distilled_cnn_3k --jobs 2 \
+        --out benchmarks/results/bench_distill_tasks.json --resume
+    .venv/bin/python benchmarks/bench_micro_cnn.py --utkface ../shared/data/utkface \
+        --configs cnn_3k,distilled_cnn_3k --epochs 20 --first-folds 1 --jobs 2 \
+        --out benchmarks/results/bench_distill_utkface.json --resume
+
 Imports only numpy, scikit-learn, scikit-image, OpenCV, pandas, torch and cvfeat
 (no xgboost / skl2onnx / onnxmltools), and runs from the repository root
 without installing cvfeat (``PYTHONPATH=.``).
@@ -102,6 +113,10 @@ CONFIGS = {
     "cnn_1k_ldl": ("cnn", {"max_params": 1000, "loss": "ldl"}),
     "cnn_3k_ldl": ("cnn", {"max_params": 3000, "loss": "ldl"}),
     "cnn_5k_ldl": ("cnn", {"max_params": 5000, "loss": "ldl"}),
+    # distillation from a larger CNN fitted inside the student's fit (issue 21): the row
+    # reports the student, the teacher (teacher_mae, teacher_params) and its time
+    "distilled_cnn_3k": ("distilled_cnn", {"max_params": 3000, "alpha": 0.5},
+                         {"TEACHER": 40000}),
     "cnn_5k_delta1": ("cnn", {"max_params": 5000, "huber_delta": 1.0}),  # the default delta
     "cnn_5k_ldl_s1": ("cnn", {"max_params": 5000, "loss": "ldl", "label_sigma": 1.0}),
     "cnn_5k_ldl_s025": ("cnn", {"max_params": 5000, "loss": "ldl", "label_sigma": 0.25}),
@@ -224,6 +239,10 @@ def make_estimator(config, fold, args, dataset, shape):
     base.update(params)
     if kind == "hybrid":
         return HybridCNNRegressor(hybrid_features(shape, overrides.get("FEATURES")), **base)
+    if kind == "distilled_cnn":  # the same training, TEACHER parameters, another seed
+        teacher = MicroCNNRegressor(**{**base, "max_params": overrides["TEACHER"],
+                                       "random_state": fold + 500})
+        return MicroCNNRegressor(**base, teacher=teacher)
     return MicroCNNRegressor(**base)
 
 
@@ -254,6 +273,11 @@ def run_job(config, fold, train, test, X, y, args, dataset, seed=0):
     est.fit(X[train], y[train])
     fit_s = time.perf_counter() - t1
     pred = est.predict(X[test])
+    if CONFIGS[config][0] == "distilled_cnn":  # the teacher was fitted inside est.fit
+        t = est.teacher_
+        row.update(teacher_mae=float(np.abs(t.predict(X[test]) - y[test]).mean()),
+                   teacher_params=int(t.n_params_),
+                   teacher_seconds=float(sum(r["seconds"] for r in t.history_)))
     if "hflip" in (TASK_AUGMENT.get(dataset) or {}):  # flips keep the target: average them
         row["mae_hflip"] = float(np.abs(est.set_params(tta="hflip").predict(X[test])
                                         - y[test]).mean())
@@ -333,7 +357,9 @@ def table(state):
             extra = ""
             if "teacher_mae" in rs[0]:
                 extra = (f" (teacher {np.mean([r['teacher_mae'] for r in rs]):.3f} with "
-                         f"{np.mean([r['teacher_params'] for r in rs]):,.0f} params)")
+                         f"{np.mean([r['teacher_params'] for r in rs]):,.0f} params"
+                         + (f", {np.mean([r['teacher_seconds'] for r in rs]):.0f} s"
+                            if "teacher_seconds" in rs[0] else "") + ")")
             lines.append(
                 f"| {config} | {np.mean([r['n_params'] for r in rs]):,.0f} | "
                 f"{np.mean([r['n_macs'] for r in rs]):,.0f} | {mae.mean():.3f} ± "

@@ -382,7 +382,7 @@ def test_default_candidates_are_sized_to_the_budget():
     for b in names:
         assert any("Nystroem" in n for n in names[b]) and any("XGBoost" in n for n in names[b])
         assert {"CNN plain (standard conv)", "CNN separable", "CNN residual",
-                "CNN distilled from SVR"} <= set(names[b])
+                "CNN distilled from a larger CNN"} <= set(names[b])
     grey = [n for n, _ in default_candidates(3000, (64, 64))]
     assert not any("hist" in n for n in grey) and "LBP 2x2 + Nystroem(37) + RidgeCV" in grey
     cands, skipped = default_candidates(15, (32, 32, 3), return_skipped=True)
@@ -403,6 +403,8 @@ def test_default_candidates_fit_within_the_budget(budget, shape):
         assert n <= budget, (name, n)
         if isinstance(est, (MicroCNNRegressor, DistilledRegressor)):
             assert n >= 0.85 * budget, (name, n)
+        if name == "CNN distilled from a larger CNN":  # fitted inside, 15x the budget
+            assert model.teacher_.n_params_ > 10 * budget and not hasattr(est, "teacher_")
 
 
 def test_default_candidates_real_run(data):
@@ -570,14 +572,16 @@ def test_distilled_regressor_fits_the_teacher_on_its_own_data_only(data):
     X, y = data
     teacher = make_pipeline(LBP(grid=(2, 2)), StandardScaler(), RidgeCV())
     model = DistilledRegressor(
-        student=MicroCNNRegressor(max_params=300, max_epochs=1, random_state=0),
+        student=MicroCNNRegressor(max_params=300, max_epochs=1, validation_fraction=0.0,
+                                  random_state=0),
         teacher=teacher)
     with pytest.raises(NotFittedError):
         model.predict(X)
     model.fit(X[:40], y[:40])
-    ref = clone(teacher).fit(X[:40], y[:40])
+    ref = clone(teacher).fit(X[:40], y[:40])  # no validation split: all 40 training rows
     np.testing.assert_allclose(model.teacher_.predict(X), ref.predict(X), rtol=1e-10)
-    assert model.student_.teacher is model.teacher_ and model.teacher is teacher
+    assert model.student_.teacher_ is model.teacher_ and model.teacher is teacher
+    assert not hasattr(teacher, "n_features_in_")  # the user's teacher is not fitted
     assert count_params(model) == model.student_.n_params_
     again = pickle.loads(pickle.dumps(model))
     np.testing.assert_allclose(again.predict(X[40:]), model.predict(X[40:]), rtol=1e-6)

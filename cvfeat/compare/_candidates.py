@@ -38,6 +38,7 @@ HOG_CELLS = (4, 5, 6, 8, 10, 12, 16, 20, 24, 32, 48, 64)
 LBP_BINS = 10  # uniform codes of P = 8 points: P + 2 bins per cell
 DEFAULT_CNN_EPOCHS = 20
 FAST_CNN_EPOCHS = 2
+TEACHER_SCALE = 15  # the distillation teacher's budget, in student budgets
 
 
 def hog_dim(h, w, ppc, cpb=2, orientations=9):
@@ -121,8 +122,8 @@ def default_candidates(budget, image_shape, random_state=0, fast=False, *, cnn_e
         Seed of every candidate that draws random numbers.
     fast : bool, default=False
         Quick versions for a first look and tests: micro-CNNs train for 2 epochs
-        (unless ``cnn_epochs``), XGBoost has at most 20 trees, the distillation
-        teacher and the SIFT codebook are smaller. Same families, same budget.
+        (unless ``cnn_epochs``), XGBoost has at most 20 trees, the SIFT codebook
+        is smaller. Same families, same budget.
     cnn_epochs : int, optional
         ``max_epochs`` of the micro-CNNs (default 20, or 2 with ``fast``). The
         models keep the best epoch on a 10 % validation split of the training fold.
@@ -136,8 +137,10 @@ def default_candidates(budget, image_shape, random_state=0, fast=False, *, cnn_e
         LBP (grey) + Nystroem + RidgeCV, dense SIFT-BoW + RidgeCV, LBP + RidgeCV, a
         FeatureUnion (HOG, LBP, histogram) + RidgeCV and + XGBoost; micro-CNNs: plain
         (standard convolutions), separable, residual; a hybrid (LBP and histogram
-        features in the CNN's head) and a micro-CNN distilled from a HOG + LBP +
-        histogram RBF-SVR teacher fitted on the training fold.
+        features in the CNN's head) and a micro-CNN distilled from a micro-CNN
+        ``TEACHER_SCALE`` (15) times its budget, trained twice as many epochs and
+        fitted inside the student's fit on its training rows (with ``compare_models(
+        cnn_time=...)`` the teacher gets half of the student's time).
     skipped : list of (str, str)
         Only with ``return_skipped``.
 
@@ -159,12 +162,11 @@ def default_candidates(budget, image_shape, random_state=0, fast=False, *, cnn_e
     >>> [name for name, _ in cands][:2]
     ['HOG 10px + RidgeCV', 'HOG 10px + LinearSVR']
     """
-    from sklearn.compose import TransformedTargetRegressor
     from sklearn.kernel_approximation import Nystroem
     from sklearn.linear_model import RidgeCV
     from sklearn.pipeline import FeatureUnion, make_pipeline
     from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVR, LinearSVR
+    from sklearn.svm import LinearSVR
 
     from ..features import HOG, LBP, ColorHistogram, SIFTBoW
 
@@ -299,7 +301,6 @@ def default_candidates(budget, image_shape, random_state=0, fast=False, *, cnn_e
         skipped.append(("micro-CNNs", "PyTorch is not installed: pip install 'cvfeat[cnn]'"))
         return (cands, skipped) if return_skipped else cands
     from ..models import HybridCNNRegressor, MicroCNNRegressor
-    from ._distill import DistilledRegressor
 
     cnn = dict(max_params=budget, max_epochs=int(epochs), augment=None, random_state=rs)
     cands.append(("CNN plain (standard conv)",
@@ -318,13 +319,11 @@ def default_candidates(budget, image_shape, random_state=0, fast=False, *, cnn_e
         cands.append((f"hybrid CNN + {label_rest}", HybridCNNRegressor(
             features=FeatureUnion(hybrid_parts), conv="separable", **cnn)))
 
-    teacher_ppc = max(4, side // (4 if fast else 8))
-    t_cpb = 2 if hog_dim(h, w, teacher_ppc, 2) else 1
-    t_hog = hog(teacher_ppc, t_cpb) if hog_dim(h, w, teacher_ppc, t_cpb) else None
-    teacher = TransformedTargetRegressor(
-        regressor=make_pipeline(union(t_hog), StandardScaler(), SVR(C=3.0)),
-        transformer=StandardScaler())
-    cands.append(("CNN distilled from SVR", DistilledRegressor(
-        student=MicroCNNRegressor(block="plain", conv="separable", alpha=0.5, **cnn),
-        teacher=teacher)))
+    # distillation from a larger network, fitted inside the student's fit on its
+    # training rows: TEACHER_SCALE x the budget, trained twice as many epochs
+    teacher = MicroCNNRegressor(max_params=TEACHER_SCALE * budget, max_epochs=2 * int(epochs),
+                                block="plain", conv="separable", augment=None,
+                                random_state=rs + 1)
+    cands.append(("CNN distilled from a larger CNN", MicroCNNRegressor(
+        block="plain", conv="separable", alpha=0.5, teacher=teacher, **cnn)))
     return (cands, skipped) if return_skipped else cands

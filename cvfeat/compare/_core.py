@@ -47,11 +47,17 @@ def _epochs(model):
 
 
 def _with_cnn_time(est, cnn_time):
-    """A clone whose micro-CNN(s) train for ``cnn_time`` seconds (``max_time``)."""
+    """A clone whose micro-CNN(s) train for ``cnn_time`` seconds (``max_time``).
+
+    A micro-CNN teacher inside a student (``...teacher__max_time``) gets half of it:
+    the student's ``max_time`` covers its whole fit, the teacher's fit included, so
+    the distilled candidate gets the same time as the others.
+    """
     keys = [k for k in est.get_params() if k == "max_time" or k.endswith("__max_time")]
     if cnn_time is None or not keys:
         return est
-    return clone(est).set_params(**{k: float(cnn_time) for k in keys})
+    share = {k: float(cnn_time) / (2 if "teacher__" in k else 1) for k in keys}
+    return clone(est).set_params(**share)
 
 
 class _Factory:

@@ -1,9 +1,10 @@
-"""Distillation as one estimator: fit a teacher on the training images, then the student.
+"""Distillation as one estimator: a student given an unfitted teacher.
 
-:class:`DistilledRegressor` lets cross-validation (and :func:`cvfeat.compare.compare_models`)
-treat "a micro-CNN distilled from a classical pipeline" as one candidate: in every
-training fold the teacher is fitted on that fold only, so its knowledge never comes from
-the test images.
+The mechanism is the micro-CNN's own ``teacher=`` parameter: given an unfitted
+estimator, the student fits a clone of it on its training rows inside ``fit``.
+:class:`DistilledRegressor` is a thin wrapper that keeps student and teacher as two
+parameters (two names for :func:`cvfeat.compare.compare_models`' report and the
+searches: ``student__learning_rate``), and exposes ``student_`` and ``teacher_``.
 """
 
 from __future__ import annotations
@@ -21,18 +22,20 @@ __all__ = ["DistilledRegressor"]
 class DistilledRegressor(RegressorMixin, BaseEstimator):
     """A student fitted on the targets and on the predictions of a teacher fitted first.
 
-    ``fit`` clones ``teacher`` and fits it on ``(X, y)``, then clones ``student``,
-    passes it the fitted teacher as its ``teacher`` parameter (for
-    :class:`cvfeat.models.MicroCNNRegressor` the loss becomes
-    ``alpha * loss(y) + (1 - alpha) * loss(teacher)``) and fits it. Only the student
-    is needed at inference: :func:`cvfeat.budget.count_params` counts the student
-    alone, and the student (``student_``) is what gets exported.
+    ``fit`` clones ``student``, gives it a clone of the unfitted ``teacher`` as its
+    ``teacher`` parameter and fits it: the student fits the teacher on its own
+    training rows first (for :class:`cvfeat.models.MicroCNNRegressor`, the rows
+    outside its validation split), then learns with the loss ``alpha * loss(y) +
+    (1 - alpha) * loss(teacher)``. The same as ``MicroCNNRegressor(teacher=...)``
+    directly. Only the student is needed at inference:
+    :func:`cvfeat.budget.count_params` counts the student alone, and the student
+    (``student_``) is what gets exported.
 
     Parameters
     ----------
     student : estimator
-        An unfitted regressor with a ``teacher`` parameter, e.g.
-        ``MicroCNNRegressor(max_params=3000, alpha=0.5)``.
+        An unfitted regressor with a ``teacher`` parameter that fits an unfitted
+        teacher itself, e.g. ``MicroCNNRegressor(max_params=3000, alpha=0.5)``.
     teacher : estimator
         An unfitted regressor on the same images (no budget: it is not deployed),
         e.g. a HOG + RBF SVR pipeline.
@@ -40,9 +43,9 @@ class DistilledRegressor(RegressorMixin, BaseEstimator):
     Attributes
     ----------
     teacher_ : estimator
-        The teacher fitted on the training images.
+        The teacher fitted on the student's training rows (``student_.teacher_``).
     student_ : estimator
-        The fitted student (its ``teacher`` parameter is ``teacher_``).
+        The fitted student.
 
     See Also
     --------
@@ -78,7 +81,7 @@ class DistilledRegressor(RegressorMixin, BaseEstimator):
         self.teacher = teacher
 
     def fit(self, X, y):
-        """Fit the teacher on ``(X, y)``, then the student with the fitted teacher.
+        """Fit the student, which fits the teacher on its training rows first.
 
         Parameters
         ----------
@@ -98,8 +101,8 @@ class DistilledRegressor(RegressorMixin, BaseEstimator):
                 "'teacher' parameter, so it cannot learn from a teacher; use e.g. "
                 "cvfeat.models.MicroCNNRegressor."
             )
-        self.teacher_ = clone(self.teacher).fit(X, y)
-        self.student_ = clone(self.student).set_params(teacher=self.teacher_).fit(X, y)
+        self.student_ = clone(self.student).set_params(teacher=clone(self.teacher)).fit(X, y)
+        self.teacher_ = self.student_.teacher_
         return self
 
     def predict(self, X):

@@ -241,12 +241,18 @@ _DOC_CORE = """
         Mixup: ``alpha`` of the Beta distribution of the mixing weight (e.g.
         0.2); each training batch is mixed with a shuffled copy of itself,
         images and targets alike (0 = off).
-    teacher : None, fitted estimator or array-like, default=None
-        Distillation. A fitted estimator on the same kind of images ({teacher_api}):
-        it is called on every augmented training batch, so it sees exactly the
-        student's view, at the cost of one teacher prediction per training image
-        per epoch on the CPU (computed once when nothing is augmented or mixed).
-        An array of its predictions for the training images (shape of ``y``{teacher_shape}):
+    teacher : None, estimator or array-like, default=None
+        Distillation. An estimator on the same kind of images ({teacher_api}),
+        e.g. a larger micro-CNN or a HOG + SVR pipeline. Unfitted, it is cloned
+        and the clone fitted inside ``fit`` on the student's training rows (not its
+        validation split), so ``cross_validate`` and the searches never let it
+        see test images (a fitted teacher is cloned unfitted by ``clone``, and is
+        then refitted per fold too). Fitted, it is used as it is. Either way
+        ``teacher_`` is the fitted teacher; only the student is counted
+        (``n_params_``) and exported. The teacher is called on every augmented
+        training batch, so it sees exactly the student's view, at the cost of one
+        teacher prediction per training image per epoch on the CPU (computed once
+        when nothing is augmented or mixed). An array of its predictions for the training images (shape of ``y``{teacher_shape}):
         cheap, but with augmentation the student's view no longer matches the
         image the teacher saw, which is harmless only for augmentations that do
         not change the target.
@@ -304,6 +310,9 @@ _DOC_ATTRS = """
         One record per epoch: ``epoch``, ``phase`` ('train' or 'prune'),
         ``train_loss``, ``val_loss`` (None without a validation split), ``lr``
         and ``seconds``.
+    teacher_ : estimator or None
+        The fitted teacher: ``teacher`` itself when it was fitted, else its clone
+        fitted on the training rows; None without a teacher or with an array.
     time_budget_ : dict or None
         With ``max_time``: ``max_time``, ``epoch_seconds`` (the estimate of one
         epoch), ``seconds_before_training`` (data preparation, teacher, features
@@ -435,6 +444,7 @@ class _MicroCNNBase(BaseEstimator):
         feats = self._features(X, fit=True)
         in_mean, in_std = channel_stats(P[tr])
         targets_std, scaler = self._standardize(targets, tr)
+        self.teacher_ = _fit_teacher(self.teacher, X, y, tr, where)
         teacher_t, teacher_fn_maker = self._teacher(X, targets, tr, augment, scaler, where)
 
         # architecture
@@ -693,12 +703,40 @@ class _MicroCNNBase(BaseEstimator):
         self.__dict__.update(state)
 
 
-def _check_teacher_fitted(teacher):
-    """NotFittedError for an unfitted scikit-learn teacher; other objects are trusted."""
-    from sklearn.base import BaseEstimator
+def _fit_teacher(teacher, X, y, tr, where):
+    """The fitted teacher estimator (``teacher_``), or None for an array or no teacher.
 
-    if isinstance(teacher, BaseEstimator):
+    A fitted teacher is used as it is. An unfitted scikit-learn estimator (one that
+    ``check_is_fitted`` refuses) is cloned and the clone fitted on the student's
+    training rows ``tr`` (never its validation rows); the user's object is untouched.
+    Objects that are not scikit-learn estimators are trusted to be fitted.
+    """
+    from sklearn.base import BaseEstimator, clone
+    from sklearn.exceptions import NotFittedError
+
+    if teacher is None or not hasattr(teacher, "predict"):
+        return None
+    if not isinstance(teacher, BaseEstimator):
+        return teacher
+    try:
         check_is_fitted(teacher)
+        return teacher
+    except NotFittedError:
+        pass
+    if not hasattr(teacher, "fit"):
+        raise TypeError(f"{where}: the teacher {type(teacher).__name__} is not fitted and has "
+                        "no fit method; pass a fitted teacher or an estimator to fit.")
+    fitted = clone(teacher)
+    try:
+        fitted.fit(X[tr], np.asarray(y)[tr])
+    except Exception as exc:
+        raise ValueError(
+            f"{where}: the teacher {type(teacher).__name__} could not be fitted on the "
+            f"training images ({type(exc).__name__}: {exc}). A teacher must take images like "
+            "X: a larger MicroCNNRegressor, or a cvfeat pipeline such as "
+            "make_pipeline(HOG(), StandardScaler(), SVR())."
+        ) from exc
+    return fitted
 
 
 def _teacher_predict(teacher, X):

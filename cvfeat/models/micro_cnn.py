@@ -20,7 +20,6 @@ from sklearn.utils.multiclass import check_classification_targets
 from ._base import (
     _DOC_ATTRS,
     _DOC_CORE,
-    _check_teacher_fitted,
     _MicroCNNBase,
     _teacher_predict,
 )
@@ -227,7 +226,7 @@ class MicroCNNRegressor(RegressorMixin, _MicroCNNBase):
             if not np.issubdtype(t.dtype, np.number):
                 raise TypeError(f"{where}: teacher predictions must be numeric, got {t.dtype}.")
             return standardise(t, "predictions"), None
-        _check_teacher_fitted(teacher)
+        teacher = self.teacher_
         if not augment and self.mixup == 0:
             return standardise(_teacher_predict(teacher, X), "predictions"), None
 
@@ -442,7 +441,7 @@ class MicroCNNClassifier(ClassifierMixin, _MicroCNNBase):
                     f"fit got {len(X)}; pass (n, n_classes) probabilities or a fitted estimator."
                 )
             return probs(t, "probabilities"), None
-        _check_teacher_fitted(teacher)
+        teacher = self.teacher_
         t_classes = getattr(teacher, "classes_", None)
         if t_classes is None or not np.array_equal(np.asarray(t_classes), self.classes_):
             raise ValueError(
