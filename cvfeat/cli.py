@@ -75,6 +75,20 @@ def _cmd_info(args):
     if args.model is None:
         print("\n".join(info_lines()))
         return 0
+    if _is_model_file(args.model):
+        from .budget import count_params
+        from .export import input_spec
+
+        est = _load_model_file(args)
+        print(f"fitted model in {args.model}:")
+        print(f"  {est!r}")
+        print(f"  parameters (count_params): {count_params(est):,d}")
+        try:
+            h, w, c = input_spec(est)
+            print(f"  input: {h}x{w} {'RGB' if c == 3 else 'grey'} images")
+        except ValueError as exc:
+            print(f"  input: {exc}")
+        return 0
     from .export import read_model_card
 
     card = read_model_card(args.model)
@@ -95,16 +109,52 @@ def _image_files(folder):
     return files
 
 
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+
+
+def _load_model_file(args):
+    """The fitted model of ``args.model``: a ``.skops`` file, or a pickle only when the
+    user passed ``--trust-pickle`` (loading a pickle runs the code it carries)."""
+    from pathlib import Path
+
+    from .io import load_model
+    from .runtime import file_kind
+
+    path = Path(args.model)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such model file: {args.model}")
+    if path.suffix.lower() in PICKLE_SUFFIXES or file_kind(path) == "pickle":
+        if not args.trust_pickle:
+            raise ValueError(
+                f"{args.model} is a pickle (joblib/pickle file), so it was not loaded: "
+                "unpickling runs whatever code the file carries, and a model file from "
+                "someone else could do anything on this machine. Save models with "
+                "cvfeat.io.save_model(model, 'model.skops') and pass the .skops file, or "
+                "give --trust-pickle if you wrote this file yourself."
+            )
+        import joblib
+
+        return joblib.load(path)
+    return load_model(path, trusted=args.trust)
+
+
+def _trust_options(parser):
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="load a .joblib/.pkl pickle (it can run any code: only files "
+                        "you made yourself)")
+    parser.add_argument("--trust", action="append", metavar="TYPE",
+                        help="trust one more type named in a .skops file (repeatable)")
+
+
 def _cmd_export(args):
     import os
 
-    import joblib
     import numpy as np
 
     from .export import input_spec, to_onnx
     from .io import read_images
 
-    model = joblib.load(args.model)
+    model = _load_model_file(args)
     h, w, c = input_spec(model)
     sample = np.zeros((1, h, w, 3) if c == 3 else (1, h, w), np.uint8)
     calibration = None
@@ -123,18 +173,42 @@ def _cmd_export(args):
     return 0
 
 
-def _cmd_predict(args):
-    from .runtime import Model
+def _is_model_file(path):
+    """True for a fitted-model file (``.skops``, or a pickle): not an ONNX graph."""
+    from pathlib import Path
 
-    model = Model(args.model)
-    preds = model.predict_files(args.images)
+    from .runtime import file_kind
+
+    p = Path(path)
+    return p.suffix.lower() in (".skops", *PICKLE_SUFFIXES) or (
+        p.is_file() and file_kind(p) != "other")
+
+
+def _cmd_predict(args):
+    if _is_model_file(args.model):  # a fitted model in Python (imports scikit-learn)
+        import numpy as np
+
+        from .export import input_spec
+        from .runtime import read_image
+
+        est = _load_model_file(args)
+        h, w, c = input_spec(est)
+        batch = np.stack([read_image(p, (h, w), "rgb" if c == 3 else "gray")
+                          for p in args.images])
+        preds, target = np.asarray(est.predict(batch), dtype=np.float64), None
+    else:  # the device path: onnxruntime, numpy and OpenCV only
+        from .runtime import Model
+
+        model = Model(args.model)
+        preds = model.predict_files(args.images)
+        target = model.metadata.get("target_name")
     rows = [(str(p), float(v)) for p, v in zip(args.images, preds.reshape(len(preds), -1)[:, 0], strict=True)]
     if args.csv:
         import csv
 
         with open(args.csv, "w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["file", model.metadata.get("target_name") or "prediction"])
+            writer.writerow(["file", target or "prediction"])
             writer.writerows(rows)
     for path, value in rows:
         print(f"{path}\t{value:.6g}")
@@ -271,10 +345,12 @@ def build_parser():
     cmp.set_defaults(func=_cmd_compare)
 
     export = sub.add_parser(
-        "export", help="write a fitted model (joblib) as one ONNX graph, uint8 pixels in",
-        description="Export a fitted pipeline saved with joblib.dump to ONNX: raw uint8 "
-        "pixels in, prediction out; writes the model card into the file.")
-    export.add_argument("model", help="MODEL.joblib (a fitted cvfeat pipeline)")
+        "export", help="write a fitted model (.skops) as one ONNX graph, uint8 pixels in",
+        description="Export a fitted pipeline saved with cvfeat.io.save_model to ONNX: raw "
+        "uint8 pixels in, prediction out; writes the model card into the file. Pickles "
+        "(.joblib, .pkl) are refused unless --trust-pickle: loading one runs its code.")
+    export.add_argument("model", help="MODEL.skops (a fitted cvfeat pipeline)")
+    _trust_options(export)
     export.add_argument("--out", required=True, help="the .onnx file to write")
     export.add_argument("--int8", action="store_true", help="static int8 (QDQ) quantization")
     export.add_argument("--calibration", metavar="DIR",
@@ -286,13 +362,16 @@ def build_parser():
         "predict", help="predict with an exported model (needs only onnxruntime, numpy, OpenCV)",
         description="Read images, resize them (INTER_AREA) to the model's input size and colour, "
         "and print one prediction per image.")
-    predict.add_argument("model", help="the .onnx file")
+    predict.add_argument("model", help="the .onnx file (or a fitted MODEL.skops, in Python)")
     predict.add_argument("images", nargs="+", help="image files")
     predict.add_argument("--csv", metavar="OUT", help="also write file,prediction rows to OUT")
+    _trust_options(predict)
     predict.set_defaults(func=_cmd_predict)
 
     info = sub.add_parser("info", help="versions and installed extras, or a model's card")
-    info.add_argument("model", nargs="?", help="an exported .onnx file: print its model card")
+    info.add_argument("model", nargs="?", help="an exported .onnx file: print its model card "
+                      "(a MODEL.skops: its steps, parameters and input)")
+    _trust_options(info)
     info.set_defaults(func=_cmd_info)
     return parser
 
@@ -304,7 +383,7 @@ def main(argv=None):
     args.argv = argv
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, TypeError, OSError, ImportError) as exc:
         print(f"cvfeat {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,7 +1,10 @@
-"""Read image files into cvfeat image batches, safely.
+"""Read image files into cvfeat image batches, and model files, safely.
 
 :func:`read_images` and its scikit-learn face :class:`ImageLoader` are the only
 places where file paths become pixels. Every other step takes arrays.
+:func:`save_model` / :func:`load_model` write and read fitted models as skops files
+(never pickles), trusting only the classes of cvfeat, scikit-learn, numpy, scipy and
+XGBoost unless told otherwise.
 
 How a file is read
 ------------------
@@ -42,7 +45,15 @@ from sklearn.utils.parallel import Parallel, delayed
 
 from ._mixins import ImageOutputMixin
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageLoader", "ImageReadError", "read_images"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ImageLoader",
+    "ImageReadError",
+    "UntrustedModelError",
+    "load_model",
+    "read_images",
+    "save_model",
+]
 
 #: Default limit on the pixels (height x width) of one image: 50 megapixels,
 #: i.e. 150 MB once decoded as RGB. Larger files are refused before decoding;
@@ -602,3 +613,138 @@ class ImageLoader(ImageOutputMixin, TransformerMixin, BaseEstimator):
         tags.target_tags.required = False
         tags.transformer_tags.preserves_dtype = []
         return tags
+
+
+# ----------------------------------------------------------------------------------------
+# Model files: skops, never pickle
+# ----------------------------------------------------------------------------------------
+#: packages whose classes ``load_model`` trusts without being asked
+TRUSTED_PACKAGES = ("cvfeat", "sklearn", "numpy", "scipy", "xgboost")
+
+
+class UntrustedModelError(ValueError):
+    """A model file holds types that :func:`load_model` was not told to trust."""
+
+
+def _known_class(name):
+    """True if ``name`` (``module.Class``) is a class of a package in TRUSTED_PACKAGES.
+
+    Functions and other callables of those packages are not trusted this way (a
+    file could name e.g. a function that reads or writes files); pass them in
+    ``trusted`` when a model needs them (``FunctionTransformer(np.log1p)``).
+    """
+    import importlib
+
+    module, _, attr = name.rpartition(".")
+    if module.split(".")[0] not in TRUSTED_PACKAGES or not attr:
+        return False
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(obj, type) and not issubclass(obj, BaseException)
+
+
+def save_model(estimator, path):
+    """Write a fitted estimator or pipeline to a ``.skops`` file (no pickle).
+
+    Parameters
+    ----------
+    estimator : estimator
+        Any cvfeat step, micro-CNN or hybrid (torch weights stored as arrays), or a
+        pipeline mixing them with scikit-learn and XGBoost steps.
+    path : str or path-like
+        Must end in ``.skops``. Written to a temporary name in the same folder, then
+        renamed: a reader never sees a partial file.
+
+    Returns
+    -------
+    path : pathlib.Path
+
+    See Also
+    --------
+    load_model
+    """
+    from pathlib import Path
+
+    skio = _import_skops("save_model")
+    path = Path(path)
+    if path.suffix != ".skops":
+        raise ValueError(f"save_model: {str(path)!r} does not end in .skops; model files are "
+                         "skops files (e.g. 'model.skops').")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        skio.dump(estimator, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_model(path, trusted=None):
+    """Read a model written by :func:`save_model`, trusting only known types.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.skops`` file.
+    trusted : list of str, optional
+        More type names to trust (``'package.module.Name'``), beyond the classes of
+        cvfeat, scikit-learn, numpy, scipy and XGBoost. Only for files whose author
+        you trust: a trusted name can be called while the file is read.
+
+    Returns
+    -------
+    estimator
+
+    Raises
+    ------
+    UntrustedModelError
+        The file names a type outside that set; the message lists them and says how
+        to trust them.
+    ValueError
+        The file is not a skops file (a pickle, say).
+    """
+    from pathlib import Path
+
+    from .runtime import file_kind
+
+    skio = _import_skops("load_model")
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"load_model: no such file: {str(path)!r}")
+    kind = file_kind(path)
+    if kind != "skops":
+        raise ValueError(
+            f"load_model: {str(path)!r} is not a skops model file (skops files are zip "
+            "archives)" + (
+                "; it looks like a pickle. Loading a pickle can run any code it carries, so "
+                "cvfeat does not; re-save the model with cvfeat.io.save_model from a Python "
+                "session you trust." if kind == "pickle" else "."))
+    try:
+        names = skio.get_untrusted_types(file=path)
+    except Exception as exc:  # zipfile.BadZipFile, a missing schema entry, bad JSON...
+        raise ValueError(
+            f"load_model: {str(path)!r} is not a valid skops model file (corrupt or "
+            f"truncated: {type(exc).__name__}: {exc}); save it again with "
+            "cvfeat.io.save_model."
+        ) from None
+    extra = set(trusted or ())
+    unknown = sorted(t for t in names if t not in extra and not _known_class(t))
+    if unknown:
+        raise UntrustedModelError(
+            f"load_model: {str(path)!r} holds types that cvfeat does not trust: "
+            f"{', '.join(unknown)}. Loading would let the file call them. If you trust the "
+            f"file's author, pass them: load_model(path, trusted={unknown!r}) (command line: "
+            f"--trust {' --trust '.join(unknown)})."
+        )
+    return skio.load(path, trusted=names)
+
+
+def _import_skops(where):
+    try:
+        import skops.io as skio
+    except ImportError as exc:  # pragma: no cover - skops is a dependency
+        raise ImportError(f"{where} needs skops: pip install skops") from exc
+    return skio

@@ -19,7 +19,20 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-__all__ = ["Model", "read_image"]
+__all__ = ["Model", "file_kind", "read_image"]
+
+
+def file_kind(path):
+    """``'skops'`` (a zip archive), ``'pickle'`` (pickle or joblib) or ``'other'``, from the
+    first bytes of the file (nothing is loaded)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":
+        return "skops"
+    # pickle protocol 2+ starts with PROTO (0x80); joblib compresses with zlib or gzip
+    if head[:1] == b"\x80" or head[:2] in (b"x\x9c", b"x\x01", b"x\xda", b"\x1f\x8b"):
+        return "pickle"
+    return "other"
 
 
 def read_image(path, size, color):
@@ -79,18 +92,50 @@ class Model:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"model file {self.path} does not exist.")
-        self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
-        inp = self.session.get_inputs()[0]
+        kind = file_kind(self.path)
+        if kind != "other":
+            raise ValueError(
+                f"{self.path} is {'a skops model file' if kind == 'skops' else 'a pickle'}, "
+                "not an ONNX model; export it first: cvfeat export MODEL.skops --out m.onnx, "
+                "then use m.onnx."
+            )
+        try:
+            self.session = ort.InferenceSession(str(self.path),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own (pybind) exception types
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(
+                f"{self.path} is not an ONNX model that ONNX Runtime can load ({reason[:200]}); "
+                "cvfeat predict takes the .onnx file written by cvfeat export."
+            ) from None
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ValueError(
+                f"{self.path} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); "
+                "a cvfeat model has one, uint8 images. Was it written by cvfeat export?"
+            )
+        inp = inputs[0]
         if inp.type != "tensor(uint8)" or len(inp.shape) not in (3, 4):
             raise ValueError(
                 f"{self.path} takes {inp.type} {inp.shape}; a cvfeat model takes uint8 images "
                 "[N, H, W] or [N, H, W, 3]. Was it written by cvfeat export?"
             )
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if not any(k.startswith("cvfeat.") for k in meta):
+            raise ValueError(
+                f"{self.path} has no cvfeat model card (metadata keys 'cvfeat.*'), so it was not "
+                "written by cvfeat export and its input conventions are unknown; export the "
+                "fitted model with cvfeat export or cvfeat.export.to_onnx."
+            )
+        if any(isinstance(d, str) or d is None for d in inp.shape[1:]):
+            raise ValueError(
+                f"{self.path} takes images of unknown size {inp.shape}; a cvfeat model has a "
+                "fixed input size. Was it written by cvfeat export?"
+            )
         self.input_name = inp.name
         self.input_shape = tuple(int(d) for d in inp.shape[1:])
         self.color = "rgb" if len(self.input_shape) == 3 else "gray"
         self.output_name = self.session.get_outputs()[0].name
-        meta = self.session.get_modelmeta().custom_metadata_map
         # the card's keys without their "cvfeat." prefix, values as stored (strings)
         self.metadata = {k.removeprefix("cvfeat."): v for k, v in meta.items()}
 

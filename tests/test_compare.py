@@ -441,7 +441,7 @@ def test_cli_compare_writes_the_report(tmp_path, capsys):
     rc = main(["compare", str(tmp_path / "data"), "--target", "area", "--size", "24",
                "--budget", "800", "--cv", "2", "--fast", "--cnn-epochs", "1", "--out", str(out)])
     assert rc == 0
-    for f in ("report.md", "leaderboard.csv", "pareto.png", "best.onnx"):
+    for f in ("report.md", "leaderboard.csv", "pareto.png", "best.onnx", "best.skops"):
         assert (out / f).is_file(), f
     stdout = capsys.readouterr().out
     parity = next(ln for ln in stdout.splitlines() if ln.startswith("parity of"))
@@ -457,6 +457,11 @@ def test_cli_compare_writes_the_report(tmp_path, capsys):
     assert "cvfeat compare " in report and "parity with the Python model on the 6" in report
     card = read_model_card(out / "best.onnx")
     assert card["target_name"] == "area" and int(card["count_params"]) <= 800
+    # the same fitted model as a skops file, which exports to the same graph
+    assert "the fitted model in `best.skops`" in report
+    again = out / "again.onnx"
+    assert main(["export", str(out / "best.skops"), "--out", str(again)]) == 0
+    assert read_model_card(again)["count_params"] == card["count_params"]
 
 
 def test_cnn_time_gives_every_cnn_the_same_seconds_and_reports_epochs(data):

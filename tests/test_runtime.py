@@ -90,6 +90,52 @@ def test_unreadable_file_is_named(tmp_path):
         Model(tmp_path / "nope.onnx")
 
 
+def _foreign_model(path, inputs, card=False):
+    """An ONNX model not written by cvfeat: ``inputs`` = [(name, elem type, shape)]."""
+    nodes = [helper.make_node("Identity", [inputs[0][0]], ["out"])]
+    graph = helper.make_graph(
+        nodes, "foreign", [helper.make_tensor_value_info(*i) for i in inputs],
+        [helper.make_tensor_value_info("out", inputs[0][1], inputs[0][2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    if card:
+        onnx.helper.set_model_props(model, {"cvfeat.target_name": "y"})
+    onnx.save(model, path)
+    return path
+
+
+def test_foreign_and_non_onnx_files_are_explained(tmp_path, capsys):
+    text = tmp_path / "notes.onnx"
+    text.write_text("not a model")
+    with pytest.raises(ValueError, match="notes.onnx is not an ONNX model that ONNX Runtime "
+                                         "can load"):
+        Model(text)
+    zipped = tmp_path / "model.skops"
+    zipped.write_bytes(b"PK\x03\x04rest")
+    with pytest.raises(ValueError, match="model.skops is a skops model file, not an ONNX model; "
+                                         "export it first"):
+        Model(zipped)
+    u8 = TensorProto.UINT8
+    floats = _foreign_model(tmp_path / "f.onnx", [("x", TensorProto.FLOAT, ["N", 8, 8])], True)
+    with pytest.raises(ValueError, match=r"takes tensor\(float\)"):
+        Model(floats)
+    two = _foreign_model(tmp_path / "two.onnx", [("a", u8, ["N", 8, 8]), ("b", u8, ["N", 8, 8])],
+                         True)
+    with pytest.raises(ValueError, match="has 2 inputs \\(a, b\\); a cvfeat model has one"):
+        Model(two)
+    no_card = _foreign_model(tmp_path / "nc.onnx", [("x", u8, ["N", 8, 8])])
+    with pytest.raises(ValueError, match="has no cvfeat model card"):
+        Model(no_card)
+    free = _foreign_model(tmp_path / "free.onnx", [("x", u8, ["N", "H", "W"])], True)
+    with pytest.raises(ValueError, match="takes images of unknown size"):
+        Model(free)
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
+    for model in (text, zipped, floats, two, no_card):
+        assert main(["predict", str(model), str(img)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("cvfeat predict: error: ") and "Traceback" not in err
+
+
 def test_cli_predict_prints_and_writes_csv(tmp_path, rgb_files, capsys):
     model = _mean_model(tmp_path / "m.onnx", (16, 16, 3))
     out = tmp_path / "p.csv"

@@ -8,7 +8,9 @@ Writes into ``out``:
 * ``leaderboard.csv`` -- ``result.table``;
 * ``pareto.png`` -- ``result.plot``;
 * ``best.onnx`` -- the best exportable candidate within the budget, refitted on the
-  comparison images, with its model card (:func:`cvfeat.export.to_onnx`).
+  comparison images, with its model card (:func:`cvfeat.export.to_onnx`);
+* ``best.skops`` -- the same fitted model (the deployable estimator) as a skops file
+  (:func:`cvfeat.io.save_model`), to load in Python or to export again.
 
 A share of the images (``holdout``, 10 % by default, by group when groups are given) is
 kept out of the comparison: the parity of the exported graph is checked on them, and
@@ -111,6 +113,7 @@ def _export_best(result, X_fit, X_hold, y_hold, *, out, target, command, say):
 
     from ..budget import count_params
     from ..export import check_parity, compare_quantized, read_model_card, to_onnx
+    from ..io import save_model
     from ._measure import as_uint8, deployable
     from ._metrics import METRICS
 
@@ -133,6 +136,7 @@ def _export_best(result, X_fit, X_hold, y_hold, *, out, target, command, say):
         path = Path(out) / "best.onnx"
         data = onx.SerializeToString()
         path.write_bytes(data)
+        info["skops"] = save_model(deployable(model), Path(out) / "best.skops")
         info.update(name=name, model=model, path=path, bytes=len(data),
                     params=count_params(model))
         if X_hold.dtype == np.uint8:
@@ -323,7 +327,8 @@ def _report_text(result, export, *, title, data_lines, n_total, n_hold, y, group
                   f"{p['n_over_rtol']} of {p['n']} images over rtol {p['rtol']:g}")
         hold = ", ".join(f"{_LABELS[k]} {v:.4g}" for k, v in export["holdout"].items())
         L += [f"- file: `best.onnx`, {export['bytes']:,d} bytes; {export['name']}, "
-              f"{export['params']:,d} parameters",
+              f"{export['params']:,d} parameters; the fitted model in `best.skops` "
+              "(`cvfeat.io.load_model`)",
               f"- parity with the Python model on the {n_hold} held-out images: {parity}",
               f"- single-image latency in ONNX Runtime (1 thread, best of 100): "
               f"{export['latency_us']:.0f} µs",
