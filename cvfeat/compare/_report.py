@@ -248,6 +248,7 @@ def compare_report(X, y, *, target, data_lines, title, out="report", groups=None
                           command=command, say=say)
     if "path" in export:
         files["onnx"] = export["path"]
+        files["skops"] = export["skops"]
     seconds = time.perf_counter() - t0
     files["report"] = out / "report.md"
     files["report"].write_text(_report_text(
