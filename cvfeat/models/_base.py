@@ -252,8 +252,8 @@ _DOC_CORE = """
         (``n_params_``) and exported. The teacher is called on every augmented
         training batch, so it sees exactly the student's view, at the cost of one
         teacher prediction per training image per epoch on the CPU (computed once
-        when nothing is augmented or mixed). An array of its predictions for the training images (shape of ``y``{teacher_shape}):
-        cheap, but with augmentation the student's view no longer matches the
+        when nothing is augmented or mixed). An array of its predictions for the
+        training images (shape of ``y``{teacher_shape}): cheap, but with augmentation the student's view no longer matches the
         image the teacher saw, which is harmless only for augmentations that do
         not change the target.
     alpha : float in [0, 1], default=0.5
@@ -549,7 +549,7 @@ class _MicroCNNBase(BaseEstimator):
 
     def _views(self):
         """The test-time views of ``tta`` (validated here: it is read at predict time)."""
-        if self.tta not in (None, "hflip", "flips"):
+        if self.tta not in TTA_VIEWS:
             raise ValueError(
                 f"{type(self).__name__}: tta={self.tta!r} is not one of None, 'hflip' (the "
                 "image and its left-right mirror) or 'flips' (also the up-down flips)."

@@ -610,9 +610,10 @@ def module_macs(module):
 class FlipAverage(nn.Module):
     """Test-time flips: the mean of ``module``'s outputs over flipped copies of the pixels.
 
-    ``views``: a value of :data:`cvfeat.models._base.TTA_VIEWS`, the pixel axes of ``(n, h, w[, c])``
-    images flipped in each view (``()`` = the image as it is). Hybrid features are
-    passed unchanged to every view (they are computed from the image as it is).
+    ``views``: a value of :data:`cvfeat.models._base.TTA_VIEWS`, the pixel axes of
+    ``(n, h, w[, c])`` images flipped in each view (``()`` = the image as it is). Hybrid
+    features are passed unchanged to every view (they are computed from the image as it
+    is).
     """
 
     def __init__(self, module, views):

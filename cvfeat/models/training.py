@@ -567,7 +567,7 @@ def predict_module(module, x, features, device, batch_size, standardized=False, 
             if not (chunk.flags.writeable and chunk.flags.c_contiguous):
                 # torch wraps neither read-only memory nor negative strides (a flipped
                 # view such as X[:, :, ::-1]): copy the batch
-                chunk = np.ascontiguousarray(chunk).copy() if not chunk.flags.writeable                     else np.ascontiguousarray(chunk)
+                chunk = np.array(chunk, order="C")
             xb = torch.as_tensor(chunk).to(device)
             fb = None
             if features is not None:
