@@ -157,13 +157,29 @@ def _cmd_export(args):
     model = _load_model_file(args)
     h, w, c = input_spec(model)
     sample = np.zeros((1, h, w, 3) if c == 3 else (1, h, w), np.uint8)
+    command = "cvfeat " + " ".join(args.argv)
+    if args.c:
+        from .export import to_c
+
+        if args.int8:
+            raise ValueError("--int8 applies to the ONNX export; --c writes float32 C.")
+        exported = to_c(model, sample, name=args.name or "cvfeat_model", target_name=args.target_name,
+                        command=command)
+        paths = exported.save(args.out)
+        r = exported.report
+        print(f"wrote {', '.join(str(p) for p in paths)}: input uint8 [{h}, {w}"
+              f"{', 3' if c == 3 else ''}], {r['n_outputs']} output(s), flash "
+              f"{r['flash_bytes']:,d} B, RAM {r['ram_bytes']:,d} B"
+              f"{'' if r['sizes_measured'] else ' (estimated: no C compiler)'}")
+        return 0
+    if args.name is not None:
+        raise ValueError("--name names the C files; it needs --c.")
     calibration = None
     if args.int8:
         if args.calibration is None:
             raise ValueError("--int8 needs --calibration DIR: images to calibrate the int8 ranges.")
         calibration = read_images(_image_files(args.calibration), size=(h, w),
                                   color="rgb" if c == 3 else "gray")
-    command = "cvfeat " + " ".join(args.argv)
     onx = to_onnx(model, sample, quantize="int8" if args.int8 else None,
                   calibration=calibration, target_name=args.target_name, command=command)
     with open(args.out, "wb") as f:
@@ -351,7 +367,12 @@ def build_parser():
         "(.joblib, .pkl) are refused unless --trust-pickle: loading one runs its code.")
     export.add_argument("model", help="MODEL.skops (a fitted cvfeat pipeline)")
     _trust_options(export)
-    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.add_argument("--out", required=True,
+                        help="the .onnx file to write (with --c: the folder for NAME.h/.c/.json)")
+    export.add_argument("--c", action="store_true",
+                        help="write dependency-free C99 for a microcontroller instead of ONNX")
+    export.add_argument("--name", help="with --c: prefix of the C identifiers and file names "
+                        "(default: cvfeat_model)")
     export.add_argument("--int8", action="store_true", help="static int8 (QDQ) quantization")
     export.add_argument("--calibration", metavar="DIR",
                         help="folder of images for int8 calibration")

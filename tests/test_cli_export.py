@@ -140,3 +140,33 @@ def test_export_names_untrusted_types(tmp_path, capsys):
     save_model(pipe, tmp_path / "f.skops")
     assert main(["export", str(tmp_path / "f.skops"), "--out", str(tmp_path / "f.onnx")]) == 2
     assert "numpy.nan_to_num" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(__import__("shutil").which("cc") is None, reason="no C compiler")
+def test_export_c(fitted, tmp_path, capsys):
+    """`cvfeat export MODEL --c --out DIR --name N`: the C files, their predictions equal
+    the pipeline's on images read from disk."""
+    from cvfeat.export.c import CExport, run_c
+
+    pipe, model, files = fitted
+    out = tmp_path / "c"
+    assert main(["export", str(model), "--c", "--out", str(out), "--name", "counter",
+                 "--target-name", "count"]) == 0
+    said = capsys.readouterr().out
+    assert "counter.h" in said and "flash" in said and "input uint8 [32, 32, 3]" in said
+    assert sorted(p.name for p in out.iterdir()) == ["counter.c", "counter.h", "counter.json"]
+    import json
+
+    report = json.loads((out / "counter.json").read_text())
+    assert report["card"]["target_name"] == "count"
+    assert report["card"]["command"].startswith("cvfeat export")
+    exported = CExport("counter", (out / "counter.h").read_text(),
+                       (out / "counter.c").read_text(), report)
+    X = read_images(files, size=(32, 32), color="rgb")
+    got = run_c(exported, X)[:, 0]
+    np.testing.assert_allclose(got, pipe.predict(X), rtol=1e-4, atol=1e-4 * np.abs(
+        pipe.predict(X)).max())
+    assert main(["export", str(model), "--c", "--out", str(out), "--name", "bad-name"]) == 2
+    assert "cannot prefix C identifiers" in capsys.readouterr().err
+    assert main(["export", str(model), "--out", str(tmp_path / "x.onnx"), "--name", "n"]) == 2
+    assert "--name names the C files" in capsys.readouterr().err
