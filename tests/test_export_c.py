@@ -128,9 +128,10 @@ def test_hog_orientation_bin_exhaustive(tmp_path, orientations):
     exported.save(tmp_path)
     (tmp_path / "bins.c").write_text(
         '#include <stdio.h>\n#include "m.c"\nint main(void) {\n'
-        "    static unsigned char bins[511 * 511]; int a, b, n = 0;\n"
-        "    for (a = -255; a <= 255; ++a) for (b = -255; b <= 255; ++b)\n"
-        "        bins[n++] = (unsigned char)m_hog_bin(a, b);\n"
+        "    static unsigned char bins[511 * 511]; int gr, gc, n = 0; float a, b;\n"
+        "    for (gr = -255; gr <= 255; ++gr) for (gc = -255; gc <= 255; ++gc) {\n"
+        "        m_hog_fold(gr, gc, &a, &b);\n"
+        "        bins[n++] = (unsigned char)m_hog_bin(a, b);\n    }\n"
         "    return fwrite(bins, 1, sizeof bins, stdout) == sizeof bins ? 0 : 1;\n}\n")
     subprocess.run([CC, *STRICT_FLAGS, "-O2", "-Wno-unused-function", "bins.c", "-o", "bins",
                     "-lm"], cwd=tmp_path, check=True)

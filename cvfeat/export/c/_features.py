@@ -146,33 +146,82 @@ _NORM["L2-Hys"] = _NORM["L2"] + """
         for (n = 0; n < {B}; ++n) blk[n] = blk[n] / s;"""
 
 
-def _hog_gradient_int(h, w, c):
-    """C statements: integer ``gr``, ``gc`` of pixel (r, x), colour: the channel of
-    largest magnitude (the first on ties, as numpy's argmax of float64 ``hypot``)."""
-    inside = f"const int in_r = r >= 1 && r <= {h - 2}, in_c = x >= 1 && x <= {w - 2};"
+def _hog_hist_int(program, h, w, c, cr, cc, ncr, ncc, nb):
+    """C of the cell histograms of a uint8 image (integer gradients), in runs of at most
+    64 pixels of a row: (1) gradients without branches (the border's zero differences
+    by index arithmetic), colour: the channel of largest magnitude (the first on ties,
+    as numpy's argmax of float64 ``hypot``); each gradient folded into the half plane
+    ``g_row > 0`` (or ``g_row == 0 < g_col``), the same angle mod 180 degrees; (2) the
+    bins: ``t_k <= angle`` exactly when ``g_col * Q_k <= g_row * P_k``
+    (:func:`integer_edges`; the products are exact in float32, a loop the compiler
+    vectorises); (3) ``sqrtf`` of the exact sum of squares added to the cell."""
+    rows, cols = ncr * cr, ncc * cc
+    m = max(k for k in range(1, ncc + 1) if ncc % k == 0 and k * cc <= max(64, cc))
+    run = m * cc  # pixels per run: whole cells, divides the row
+    fold, bins = program.ident("hog_fold"), program.ident("hog_bin")
+    tests = " + ".join(f"(b * {c_float(q)} <= a * {c_float(p_)})"
+                       for p_, q in integer_edges(nb)) or "(int)(0.0f * (a + b))"
+    program.function(f"""
+/* a gradient turned into the half plane g_row > 0 (or g_row == 0 < g_col): the same
+   orientation mod 180 degrees */
+static void {fold}(int gr, int gc, float *a, float *b)
+{{
+    const int flip = (gr < 0) | ((gr == 0) & (gc < 0));
+    *a = (float)((gr ^ -flip) + flip);
+    *b = (float)((gc ^ -flip) + flip);
+}}
+
+/* orientation bin of a folded integer gradient (a, b): the count of edges t_k at or
+   below its angle, t_k <= angle exactly when b * Q_k <= a * P_k, P_k / Q_k a rational
+   cot t_k checked at export against numpy's bins for all 511 x 511 integer pairs */
+static int {bins}(float a, float b)
+{{
+    return {tests};
+}}""")
     if c == 1:
-        return f"""\
-            const uint8_t *q = img + (size_t)r * {w} + x;
-            {inside}
-            gr = in_r ? (int)q[{w}] - (int)q[-{w}] : 0;
-            gc = in_c ? (int)q[1] - (int)q[-1] : 0;"""
+        pixel = f"""\
+                const int in_c = (x > 0) & (x < {w - 1});
+                const int gr = (int)down[x] - (int)up[x];
+                const int gc = (int)q[x + in_c] - (int)q[x - in_c];"""
+    else:
+        pixel = f"""\
+                const int in_c = (x > 0) & (x < {w - 1}), xc = 3 * x, dc = 3 * in_c;
+                int gr = (int)down[xc] - (int)up[xc], gc = (int)q[xc + dc] - (int)q[xc - dc];
+                int best = gr * gr + gc * gc, ch;
+                for (ch = 1; ch < 3; ++ch) {{
+                    const int a_ = (int)down[xc + ch] - (int)up[xc + ch];
+                    const int b_ = (int)q[xc + ch + dc] - (int)q[xc + ch - dc];
+                    const int m2_ = a_ * a_ + b_ * b_;
+                    /* equal sums of squares: numpy compares libm's hypot, which is not
+                       always the same for two pairs of one sum */
+                    if (m2_ > best || (m2_ == best && m2_ > 0
+                            && hypot((double)a_, (double)b_) > hypot((double)gr, (double)gc))) {{
+                        best = m2_;
+                        gr = a_;
+                        gc = b_;
+                    }}
+                }}"""
     return f"""\
-            const uint8_t *q = img + ((size_t)r * {w} + x) * 3;
-            int ch, best = -1;
-            {inside}
-            for (ch = 0; ch < 3; ++ch, ++q) {{
-                const int a = in_r ? (int)q[{3 * w}] - (int)q[-{3 * w}] : 0;
-                const int b = in_c ? (int)q[3] - (int)q[-3] : 0;
-                const int m2 = a * a + b * b;
-                /* equal sums of squares: numpy compares libm's hypot, which is not
-                   always the same for two pairs of one sum */
-                if (m2 > best || (m2 == best && m2 > 0
-                        && hypot((double)a, (double)b) > hypot((double)gr, (double)gc))) {{
-                    best = m2;
-                    gr = a;
-                    gc = b;
-                }}
-            }}"""
+    for (r = 0; r < {rows}; ++r) {{
+        const uint8_t *q = img + (size_t)r * {w * c};
+        const int in_r = r >= 1 && r <= {h - 2};
+        const uint8_t *up = in_r ? q - {w * c} : q, *down = in_r ? q + {w * c} : q;
+        float *cell_row = hist + (r / {cr}) * {ncc * nb};
+        int x0, i;
+        for (x0 = 0; x0 < {cols}; x0 += {run}) {{
+            float fa[{run}], fb[{run}], m2[{run}];
+            int bin[{run}];
+            for (i = 0; i < {run}; ++i) {{
+                const int x = x0 + i;
+{pixel}
+                {fold}(gr, gc, fa + i, fb + i);
+                m2[i] = (float)(gr * gr + gc * gc);
+            }}
+            for (i = 0; i < {run}; ++i) bin[i] = {bins}(fa[i], fb[i]);
+            for (i = 0; i < {run}; ++i)
+                cell_row[((x0 + i) / {cc}) * {nb} + bin[i]] += sqrtf(m2[i]);
+        }}
+    }}"""
 
 
 def _hog_gradient_sqrt(program, h, w, c):
@@ -221,10 +270,10 @@ def _convergents(x, limit):
 def integer_edges(orientations):
     """Per bin edge below 180 degrees, integers ``(P, Q)`` such that for every integer
     gradient pair of a uint8 image, turned into the half plane ``a = g_row > 0`` (or
-    ``g_row == 0 < g_col``) with ``b = g_col``: ``b * Q <= a * P`` exactly when numpy's
+    ``g_row == 0 < g_col``) with ``b = g_col``: ``b * Q <= a * P`` (exact in float32:
+    ``|P|, Q <= 2**24 / 255``) exactly when numpy's
     orientation is at or above the edge (:func:`cvfeat.features.hog.orientation_bin`:
-    ``[bin > k]``). Found among the convergents of ``cot t_k`` (products fit int32) and
-    checked on all 511 x 511 pairs; exact edges (45, 90, 135 degrees) give 1/1, 0/1,
+    ``[bin > k]``). Found among the convergents of ``cot t_k`` and checked on all 511 x 511 pairs; exact edges (45, 90, 135 degrees) give 1/1, 0/1,
     -1/1."""
     g = np.arange(-255, 256, dtype=np.int64)
     gr, gc = np.meshgrid(g, g, indexing="ij")
@@ -235,7 +284,7 @@ def integer_edges(orientations):
     out = []
     for k, cot in enumerate(edge_cotangents(orientations)):
         want = (ref > k)[keep]
-        for p, q in _convergents(float(cot), (2**31 - 1) // 255):
+        for p, q in _convergents(float(cot), 2**24 // 255):  # products exact in float32
             if np.array_equal((b * q <= a * p)[keep], want):
                 out.append((p, q))
                 break
@@ -251,7 +300,8 @@ def hog(program, step, img, sink, arena, where):
     uint8 pixels without ``transform_sqrt``: integer central differences; the
     orientation bin by integer sign tests against the edges (:func:`integer_edges`,
     equal to :func:`cvfeat.features.hog.orientation_bin` for all 511 x 511 integer
-    pairs: no tables, no division, no branch); magnitude ``sqrtf`` of the exact integer sum of squares. With
+    pairs: no tables, no division, no branch; see :func:`_hog_hist_int`); magnitude
+    ``sqrtf`` of the exact integer sum of squares. With
     ``transform_sqrt``: float64 differences of ``sqrt(pixel)`` (a 256-entry table),
     the bin by the same test in float64 (numpy's own ``arctan2`` is not the C
     library's: comparing an angle would differ where the two round apart), magnitude
@@ -280,28 +330,19 @@ def hog(program, step, img, sink, arena, where):
                 cell_row[(x / {cc}) * {nb} + bin] += (float)hypot(gr, gc);
             }}"""
         program.uses_double = True
+        hist_code = f"""\
+    for (r = 0; r < {ncr * cr}; ++r) {{{{
+        float *cell_row = hist + (r / {cr}) * {ncc * nb};
+        for (x = 0; x < {ncc * cc}; ++x) {{{{
+            {decl}
+{grad}
+{binning}
+        }}}}
+    }}}}"""
     else:
-        grad = _hog_gradient_int(h, w, c)
-        decl = "int gr = 0, gc = 0;"
         if c == 3:
             program.uses_double = True
-        bin_fn = program.ident("hog_bin")
-        tests = " + ".join(f"(b * {q} <= a * {p_})" for p_, q in integer_edges(nb)) \
-            or "(int)(0 * (a + b))"  # one orientation: every gradient in bin 0
-        program.function(f"""
-/* orientation bin of an integer gradient: the count of edges t_k <= its angle. The
-   gradient is turned into the half plane g_row > 0 (or g_row == 0 < g_col): same
-   angle mod 180 degrees; then t_k <= angle exactly when g_col * Q_k <= g_row * P_k,
-   with P_k / Q_k a rational cot t_k checked at export against numpy's bins for all
-   511 x 511 integer pairs (no division, no branch, no table) */
-static int {bin_fn}(int gr, int gc)
-{{
-    const int flip = gr < 0 || (gr == 0 && gc < 0);
-    const int32_t a = flip ? -gr : gr, b = flip ? -gc : gc;
-    return {tests};
-}}""")
-        binning = f"""\
-            cell_row[(x / {cc}) * {nb} + {bin_fn}(gr, gc)] += sqrtf((float)(gr * gr + gc * gc));"""
+        hist_code = _hog_hist_int(program, h, w, c, cr, cc, ncr, ncc, nb)
     norm = _NORM[step.block_norm].format(B=block, EPS="1e-05", EPS2=c_float(1e-10))
     hist_floats = ncr * ncc * nb
     program.function(f"""
@@ -310,15 +351,9 @@ static int {bin_fn}(int gr, int gc)
 static void {fn}(const uint8_t *img, float *hist, float *dst)
 {{
     int r, x, n;
+    (void)x;
     for (n = 0; n < {hist_floats}; ++n) hist[n] = 0.0f;
-    for (r = 0; r < {ncr * cr}; ++r) {{
-        float *cell_row = hist + (r / {cr}) * {ncc * nb};
-        for (x = 0; x < {ncc * cc}; ++x) {{
-            {decl}
-{grad}
-{binning}
-        }}
-    }}
+{hist_code}
     {{
         int bi, bj, i, j, o;
         for (bi = 0; bi < {nbr}; ++bi) {{
