@@ -8,11 +8,12 @@ batch of one) in the same run, interleaved rounds, medians, and the parity of th
 predictions with ``pipeline.predict`` on 200 held-out images.
 
     python benchmarks/bench_c_export.py [--out benchmarks/results/bench_c_export.json]
-        [--only WORD ...] [--rounds 7]
+        [--only WORD ...] [--rounds 7] [--resume]
 
 Targets (the first pipeline, HOG(64x64 grey, 8x8 cells) + StandardScaler + Ridge):
 C latency <= ONNX Runtime latency; flash <= 16 KB; RAM <= 8 KB beyond the input image.
-The JSON is written after every pipeline.
+The JSON is written after every pipeline; ``--resume`` measures only the pipelines
+missing from it.
 """
 
 from __future__ import annotations
@@ -149,6 +150,8 @@ def main(argv=None):
     ap.add_argument("--only", nargs="*", default=None)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--reps", type=int, default=2000)
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows already in --out and measure only the missing ones")
     args = ap.parse_args(argv)
 
     from cvfeat.datasets import make_counting
@@ -164,8 +167,12 @@ def main(argv=None):
                "rounds": args.rounds, "reps_per_round": args.reps, "pipelines": {}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.resume and out.exists():
+        results["pipelines"] = json.loads(out.read_text())["pipelines"]
     for name, (color, make) in pipelines().items():
         if args.only and not any(w in name for w in args.only):
+            continue
+        if name in results["pipelines"]:
             continue
         X, y = make_counting(n_samples=600, size=64, color=color, random_state=0)
         X_new, _ = make_counting(n_samples=200, size=64, color=color, random_state=1)

@@ -19,7 +19,7 @@ from ..onnx import _check_sample, _describe, _unwrap, input_spec
 from ._build import STRICT_FLAGS, compile_model, cortex_m_size, find_compiler, measure_size
 from ._emit import Program
 from ._features import FEATURE_STEPS, IMAGE_STEPS, Arena, Image, LinearSink, StoreSink
-from ._models import VECTOR_STEPS, final_model, fold_scaler, scaler_parameters
+from ._models import VECTOR_STEPS, dot_function, final_model, fold_scaler, scaler_parameters
 
 __all__ = ["CExport", "check_parity_c", "supported_c_steps", "to_c"]
 
@@ -178,7 +178,7 @@ def _generate(est, X, name):
         program.emit(f"for (i = 0; i < {n_out}; ++i) out[i] += {bt}[i];")
     else:
         store_in_out = model is None and not vector
-        extra = max([d] + [int(getattr(s, "n_components_", 0)) for _, s in vector])
+        extra = max([0] + [int(getattr(s, "n_components_", 0)) for _, s in vector])  # PCA
         feat_off = 0 if store_in_out else arena.push(d + extra)
         decls.append("float *feat = out;" if store_in_out else f"float *feat = work + {feat_off};")
         _gen_features(program, part, "steps[0]", img, StoreSink(), arena)
@@ -188,12 +188,9 @@ def _generate(est, X, name):
         if final is not None and final.kind == "linear":
             wt = program.table("weights", final.W, what="linear coef_")
             bt = program.table("intercept", final.b, what="linear intercept_")
-            program.emit(
-                f"for (j = 0; j < {n_out}; ++j) {{",
-                "    float acc = 0.0f;",
-                f"    for (i = 0; i < {dd}; ++i) acc += feat[i] * {wt}[j * {dd} + i];",
-                f"    out[j] = acc + {bt}[j];",
-                "}")
+            dot = dot_function(program)
+            program.emit(f"for (j = 0; j < {n_out}; ++j) "
+                         f"out[j] = {dot}(feat, {wt} + j * {dd}, {dd}) + {bt}[j];")
         elif final is not None:
             final.emit(program, dd)
         elif not store_in_out:

@@ -519,8 +519,8 @@ def grayscale(program, step, img, arena, where):
 def _bin(value, lo, hi, bins):
     """C of cvfeat.features.color.bin_index in float32: floor((v - lo) * bins / (hi - lo))
     limited to [0, bins - 1]."""
-    return (f"clamp_bin(floorf((({value}) - {c_float(lo)}) * {c_float(bins)} / "
-            f"{c_float(np.float32(hi - lo))}), {bins - 1})")
+    return (f"clamp_bin((({value}) - {c_float(lo)}) * {c_float(bins)} / "
+            f"{c_float(np.float32(hi - lo))}, {bins - 1})")
 
 
 def _colour_pixel(space):
@@ -528,7 +528,7 @@ def _colour_pixel(space):
     (cvfeat._color's operation order, so every value is numpy's)."""
     eps = c_float(np.finfo(np.float32).eps)
     rgb = """\
-        const float r = (float)q[0] / 255.0f, g = (float)q[1] / 255.0f, b = (float)q[2] / 255.0f;"""
+        const float r = u8_unit[q[0]], g = u8_unit[q[1]], b = u8_unit[q[2]];"""
     if space == "rgb":
         return rgb + "\n        const float v0 = r, v1 = g, v2 = b;"
     if space == "hsv":
@@ -570,9 +570,12 @@ static float lab_f(float t)
 }}"""
 
 _CLAMP = """
+/* floor(v) limited to [0, top] (v is a bin coordinate: |v| far below 2**31) */
 static int clamp_bin(float v, int top)
 {
-    return v < 0.0f ? 0 : v > (float)top ? top : (int)v;
+    int i = (int)v;
+    i -= (float)i > v;
+    return i < 0 ? 0 : i > top ? top : i;
 }"""
 
 
@@ -596,9 +599,15 @@ def color_histogram(program, step, img, sink, arena, where):
                          "pixels to count exactly in float32 (2**24); Resize them first.")
     b = int(step.bins)
     _helper(program, "#clamp_bin", _CLAMP)
+    if "u8_unit" not in program._used:  # p / 255 in float32, as numpy: a table, no division
+        program._used.add("u8_unit")
+        program.tables.append(
+            "static const float u8_unit[256] = {\n    "
+            + ", ".join(c_float(np.float32(v) / np.float32(255)) for v in range(256)) + "\n};\n")
+        program.const_bytes += 4 * 256
     if img.c == 1:
         k = b
-        pixel = "        const float v = (float)q[0] / 255.0f;"
+        pixel = "        const float v = u8_unit[q[0]];"
         index = _bin("v", 0.0, 1.0, b)
         counts_add = f"counts[{index}] += 1.0f;"
     else:
@@ -709,10 +718,19 @@ def lbp(program, step, img, sink, arena, where):
     program.function(f"""
 /* LBP of a {h}x{w} grey image: P={P}, R={step.R}, {method}, grid {gr}x{gc}; {gr * gc * k}
    features */
-static double {fn}_at(const uint8_t *img, double r, double c)
+static double {fn}_at(const uint8_t *img, int r, int c)
 {{
-    return r >= 0.0 && r < {h}.0 && c >= 0.0 && c < {w}.0
-        ? (double)img[(size_t)r * {w} + (size_t)c] : 0.0;
+    return r >= 0 && r < {h} && c >= 0 && c < {w} ? (double)img[r * {w} + c] : 0.0;
+}}
+
+/* floor and ceil of a small double (no libm call); *frac = x - floor(x), as numpy */
+static void {fn}_split(double x, int *lo, int *hi, double *frac)
+{{
+    int i = (int)x;
+    i -= (double)i > x;
+    *lo = i;
+    *hi = i + ((double)i < x);
+    *frac = x - (double)i;
 }}
 
 static void {fn}(const uint8_t *img, float *counts, float *dst)
@@ -730,11 +748,12 @@ static void {fn}(const uint8_t *img, float *counts, float *dst)
                     int ones = 0, changes = 0;
                     uint32_t code = 0u;
                     for (p = 0; p < {P}; ++p) {{
-                        const double pr = (double)r + {rpt}[p], pc = (double)c + {cpt}[p];
-                        const double r0 = floor(pr), r1 = ceil(pr), c0 = floor(pc), c1 = ceil(pc);
-                        const double dr = pr - r0, dc = pc - c0;
-                        const double top = (1.0 - dc) * {fn}_at(img, r0, c0) + dc * {fn}_at(img, r0, c1);
-                        const double bottom = (1.0 - dc) * {fn}_at(img, r1, c0)
+                        int r0, r1, c0, c1;
+                        double dr, dc, top, bottom;
+                        {fn}_split((double)r + {rpt}[p], &r0, &r1, &dr);
+                        {fn}_split((double)c + {cpt}[p], &c0, &c1, &dc);
+                        top = (1.0 - dc) * {fn}_at(img, r0, c0) + dc * {fn}_at(img, r0, c1);
+                        bottom = (1.0 - dc) * {fn}_at(img, r1, c0)
                                               + dc * {fn}_at(img, r1, c1);
                         bits[p] = (unsigned char)((1.0 - dr) * top + dr * bottom - centre >= 0.0);
                         ones += bits[p];

@@ -76,6 +76,32 @@ def _scaler(program, step, d):
     return d, 0
 
 
+def dot_function(program, kind="dot"):
+    """The name of a static ``float NAME_dot(a, b, n)`` (``kind='dot'``) or
+    ``NAME_dist2`` (squared distance), emitted on first use: four partial sums, so the
+    loop is not one chain of dependent additions."""
+    name = f"{program.name}_{kind}"
+    if name not in program._used:
+        program._used.add(name)
+        term = ("s{k} += a[i + {k}] * b[i + {k}];" if kind == "dot" else
+                "{{ const float e = a[i + {k}] - b[i + {k}]; s{k} += e * e; }}")
+        four = "\n        ".join(term.format(k=k) for k in range(4))
+        program.function(f"""
+static float {name}(const float *a, const float *b, int n)
+{{
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    int i;
+    for (i = 0; i + 4 <= n; i += 4) {{
+        {four}
+    }}
+    for (; i < n; ++i) {{
+        {term.format(k=0).replace("i + 0", "i")}
+    }}
+    return (s0 + s1) + (s2 + s3);
+}}""")
+    return name
+
+
 def _pca(program, step, d):
     comp = np.asarray(step.components_, np.float64)
     k = comp.shape[0]
@@ -85,13 +111,11 @@ def _pca(program, step, d):
     C = program.table("pca_components", comp, what="PCA components_")
     sh = program.table("pca_shift", shift, what="PCA mean_ @ components_.T")
     sc = program.table("pca_scale", scale, what="PCA sqrt(explained_variance_)")
+    dot = dot_function(program)
     # the k outputs go after the d inputs, then are copied down
     program.emit(
-        f"for (j = 0; j < {k}; ++j) {{",
-        "    float acc = 0.0f;",
-        f"    for (i = 0; i < {d}; ++i) acc += feat[i] * {C}[j * {d} + i];",
-        f"    feat[{d} + j] = (acc - {sh}[j]) / {sc}[j];",
-        "}",
+        f"for (j = 0; j < {k}; ++j)",
+        f"    feat[{d} + j] = ({dot}(feat, {C} + j * {d}, {d}) - {sh}[j]) / {sc}[j];",
         f"for (j = 0; j < {k}; ++j) feat[j] = feat[{d} + j];",
     )
     return k, k
@@ -131,17 +155,12 @@ def _svr(model, d, where):
     def emit(program, dd):
         S = program.table("svr_vectors", sv, what="SVR support_vectors_")
         A = program.table("svr_dual", alpha, what="SVR dual_coef_")
+        dist = dot_function(program, "dist2")
         program.emit(
             f"/* RBF SVR: {len(sv)} support vectors, gamma {gamma!r} */",
             "out[0] = 0.0f;",
-            f"for (j = 0; j < {len(sv)}; ++j) {{",
-            "    float d2 = 0.0f;",
-            f"    for (i = 0; i < {dd}; ++i) {{",
-            f"        const float t = {S}[j * {dd} + i] - feat[i];",
-            "        d2 += t * t;",
-            "    }",
-            f"    out[0] += {A}[j] * expf({c_float(-gamma)} * d2);",
-            "}",
+            f"for (j = 0; j < {len(sv)}; ++j)",
+            f"    out[0] += {A}[j] * expf({c_float(-gamma)} * {dist}({S} + j * {dd}, feat, {dd}));",
             f"out[0] += {c_float(b)};")
 
     return Final("vector", 1, True, emit=emit, name=f"SVR (rbf, {len(sv)} support vectors)")
