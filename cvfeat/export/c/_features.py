@@ -659,6 +659,35 @@ static void {fn}(const uint8_t *img, float *counts, float *dst)
 
 # -- LBP -----------------------------------------------------------------------------------
 
+def _lbp_sample(fn, p, rp, cp, rpt, cpt, w):
+    """C of sample ``p``'s bit. An offset on the pixel grid (both offsets integers: the
+    interpolation weights are exactly 1 and 0) reads one pixel; any other the bilinear
+    interpolation of numpy's code, in its operation order."""
+    if float(rp).is_integer() and float(cp).is_integer():
+        dr, dc = int(rp), int(cp)
+        return f"""\
+                    bits[{p}] = (unsigned char)((inside ? (double)img[(r + {dr}) * {w} + c + {dc}]
+                                 : {fn}_at(img, r + {dr}, c + {dc})) - centre >= 0.0);"""
+    return f"""\
+                    {{
+                        int c0, c1;
+                        double dc, top, bottom;
+                        const double dr = drow[{p}];
+                        {fn}_split((double)c + {cpt}[{p}], &c0, &c1, &dc);
+                        if (inside) {{  /* every sample in the image: no bounds checks */
+                            const uint8_t *a = img + row0[{p}] * {w}, *b = img + row1[{p}] * {w};
+                            top = (1.0 - dc) * (double)a[c0] + dc * (double)a[c1];
+                            bottom = (1.0 - dc) * (double)b[c0] + dc * (double)b[c1];
+                        }} else {{
+                            top = (1.0 - dc) * {fn}_at(img, row0[{p}], c0)
+                                  + dc * {fn}_at(img, row0[{p}], c1);
+                            bottom = (1.0 - dc) * {fn}_at(img, row1[{p}], c0)
+                                     + dc * {fn}_at(img, row1[{p}], c1);
+                        }}
+                        bits[{p}] = (unsigned char)((1.0 - dr) * top + dr * bottom - centre >= 0.0);
+                    }}"""
+
+
 _LBP_CODE = {
     "default": """\
             for (p = 0; p < {P}; ++p) code |= (uint32_t)bits[p] << p;""",
@@ -714,7 +743,9 @@ def lbp(program, step, img, sink, arena, where):
     program.uses_double = True
     code = _LBP_CODE[method].format(P=P, P1=P - 1, NONUNI=P * (P - 1) + 2,
                                     ALL=P * (P - 1) + 1)
+    K = int(np.ceil(float(np.float32(step.R))))  # samples lie within K pixels
     fn = program.ident("lbp")
+    samples = "\n".join(_lbp_sample(fn, p, rp[p], cp[p], rpt, cpt, w) for p in range(P))
     program.function(f"""
 /* LBP of a {h}x{w} grey image: P={P}, R={step.R}, {method}, grid {gr}x{gc}; {gr * gc * k}
    features */
@@ -742,20 +773,18 @@ static void {fn}(const uint8_t *img, float *counts, float *dst)
             const float area = (float)(({ret}[i + 1] - {ret}[i]) * ({cet}[j + 1] - {cet}[j]));
             for (n = 0; n < {k}; ++n) counts[n] = 0.0f;
             for (r = {ret}[i]; r < {ret}[i + 1]; ++r) {{
+                int row0[{P}], row1[{P}];
+                double drow[{P}];
+                const int rows_in = r >= {K} && r < {h - K};
+                for (p = 0; p < {P}; ++p) {fn}_split((double)r + {rpt}[p], row0 + p, row1 + p, drow + p);
                 for (c = {cet}[j]; c < {cet}[j + 1]; ++c) {{
-                    const double centre = (double)img[(size_t)r * {w} + c];
+                    const double centre = (double)img[r * {w} + c];
+                    const int inside = rows_in && c >= {K} && c < {w - K};
                     unsigned char bits[{P}];
                     int ones = 0, changes = 0;
                     uint32_t code = 0u;
+{samples}
                     for (p = 0; p < {P}; ++p) {{
-                        int r0, r1, c0, c1;
-                        double dr, dc, top, bottom;
-                        {fn}_split((double)r + {rpt}[p], &r0, &r1, &dr);
-                        {fn}_split((double)c + {cpt}[p], &c0, &c1, &dc);
-                        top = (1.0 - dc) * {fn}_at(img, r0, c0) + dc * {fn}_at(img, r0, c1);
-                        bottom = (1.0 - dc) * {fn}_at(img, r1, c0)
-                                              + dc * {fn}_at(img, r1, c1);
-                        bits[p] = (unsigned char)((1.0 - dr) * top + dr * bottom - centre >= 0.0);
                         ones += bits[p];
                         if (p > 0) changes += bits[p] != bits[p - 1];
                     }}
