@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from ... import __version__
 from ..onnx import _check_sample, _describe, _unwrap, input_spec
 from ._build import STRICT_FLAGS, compile_model, cortex_m_size, find_compiler, measure_size
+from ._cnn import is_cnn, micro_cnn
 from ._emit import Program
 from ._features import FEATURE_STEPS, IMAGE_STEPS, Arena, Image, LinearSink, StoreSink
 from ._models import VECTOR_STEPS, dot_function, final_model, fold_scaler, scaler_parameters
@@ -36,7 +37,9 @@ def supported_c_steps():
                    "LinearSVR, SGDRegressor, HuberRegressor, ...)",
                    "SVR / NuSVR (rbf, linear)",
                    "DecisionTreeRegressor, ExtraTreeRegressor, RandomForestRegressor, "
-                   "ExtraTreesRegressor, GradientBoostingRegressor, XGBRegressor"],
+                   "ExtraTreesRegressor, GradientBoostingRegressor, XGBRegressor",
+                   "MicroCNNRegressor, MicroCNNClassifier, HybridCNNRegressor (after image "
+                   "steps only)"],
     }
 
 
@@ -137,11 +140,40 @@ def _feature_part(feature_steps):
     return Pipeline([(f"s{i}", s) for i, (_, s) in enumerate(feature_steps)])
 
 
+def _generate_cnn(program, steps, X, img):
+    """Image steps, then a micro-CNN (or hybrid): :func:`cvfeat.export.c._cnn.micro_cnn`."""
+    arena = Arena(program)
+    *image_steps, (where, cnn) = steps
+    Xs = X[:1]
+    for path, step in image_steps:
+        if type(step) not in IMAGE_STEPS:
+            raise _unsupported(path, step, " before a micro-CNN (only image steps can be)")
+        img = IMAGE_STEPS[type(step)](program, step, img, arena, path)
+        Xs = step.transform(Xs)
+
+    def feature_gen(program, features, img, arena):
+        d = int(np.asarray(features.transform(Xs)).shape[1])
+        off = arena.push(d)
+        program.emit(f"float *feat = work + {off};")
+        _gen_features(program, features, f"{where}.features_", img, StoreSink(), arena)
+        return "feat", d
+
+    n_out, task, classes = micro_cnn(program, cnn, img, arena, where, feature_gen)
+    return {"task": task, "n_outputs": int(n_out), "single_target": n_out == 1,
+            "n_features": 0, "classes": classes,
+            "macs": int(cnn.n_macs_), "streamed": False}
+
+
 def _generate(est, X, name):
     program = Program(name)
     h, w = X.shape[1:3]
     c = 3 if X.ndim == 4 else 1
     img = Image("pixels", h, w, c)
+    steps = list(_flat_steps(est))
+    if steps and is_cnn(steps[-1][1]):
+        info = _generate_cnn(program, steps, X, img)
+        info["input"] = (h, w, c)
+        return program, ["int i, j;", "(void)i;", "(void)j;"], info
     feature_steps, vector, model = _plan(est)
     part = _feature_part(feature_steps)
     d = int(np.asarray(part.transform(X[:1])).shape[1])
@@ -391,6 +423,8 @@ def to_c(estimator, X_sample, *, name="cvfeat_model", target_name=None, command=
         "task": info["task"],
         "n_features": info["n_features"],
         "features_streamed": info["streamed"],
+        "classes": info.get("classes"),
+        "macs": info.get("macs"),
         "const_bytes": program.const_bytes,
         "work_bytes": 4 * max(program.work_floats, 1),
         "flash_bytes": (sizes or estimate)["flash_bytes"],
@@ -486,8 +520,13 @@ def check_parity_c(estimator, exported, X, *, rtol=1e-4, opt="-O2", cc=None):
     got = run_c(exported, X, opt=opt, cc=cc).astype(np.float64)
     task = exported.report["task"]
     est = _unwrap(estimator)
+    extra = {}
     if task == "features":
         output, ref = "features", np.asarray(est.transform(X), dtype=np.float64)
+    elif task == "classification":
+        output, ref = "probabilities", np.asarray(est.predict_proba(X), dtype=np.float64)
+        classes = np.asarray(exported.report["classes"])
+        extra["label_agreement"] = float(np.mean(classes[got.argmax(axis=1)] == est.predict(X)))
     else:
         output, ref = "prediction", np.asarray(est.predict(X), dtype=np.float64)
     got = got.reshape(ref.shape)
@@ -498,5 +537,5 @@ def check_parity_c(estimator, exported, X, *, rtol=1e-4, opt="-O2", cc=None):
         "output": output, "n": len(X), "max_abs": float(diff.max()),
         "mean_abs": float(diff.mean()), "scale": scale, "max_rel": float(diff.max()) / scale,
         "rtol": rtol, "n_over_rtol": int(np.sum(per_image > rtol * scale)),
-        "compiler": find_compiler(cc), "flags": " ".join((*STRICT_FLAGS, opt)),
+        "compiler": find_compiler(cc), "flags": " ".join((*STRICT_FLAGS, opt)), **extra,
     }
