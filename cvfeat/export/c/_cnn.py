@@ -47,135 +47,131 @@ def _np(t):
     return t.detach().cpu().numpy().astype(np.float64)
 
 
-class _Layout:
-    """An activation: ``c`` channel planes of ``(h + 2) x (w + 2)`` floats (zero border)."""
+class _Act:
+    """An activation: ``h x w`` pixels of ``c`` channels, HWC (a row is ``w * c``
+    contiguous floats)."""
 
     def __init__(self, c, h, w):
         self.c, self.h, self.w = c, h, w
-        self.pw = w + 2
-        self.plane = (h + 2) * (w + 2)
-        self.size = c * self.plane
+        self.row = w * c
+        self.size = h * w * c
+
+
+def _pad4(n):
+    return -(-n // 4) * 4
 
 
 def _conv_layer(program, unit, pool, src, mode, first):
-    """C function of one unit; returns (function name, output layout, scratch floats)."""
-    conv = unit.conv
-    dw = unit.depthwise
+    """C function of one unit, streamed by pooled output rows; returns (name, output
+    activation, scratch floats, in-place offset delta).
+
+    Output row ``py`` is computed from input rows ``py * P - 1 .. py * P + P`` into a
+    scratch row and then copied to its place; the output may start ``delta`` floats
+    before the input, where ``delta`` keeps every write behind the input rows still
+    to be read."""
+    conv, dw = unit.conv, unit.depthwise
     cin, h, w = src.c, src.h, src.w
     cout = conv.out_channels
+    cp = _pad4(cout)  # the accumulators: a multiple of 4 (zero weights), vectorisable
     P = int(pool)
     oh, ow = h // P, w // P
     c_out = cin + cout if mode == "dense" else cout
-    dst = _Layout(c_out, oh, ow)
-    fn = program.ident("layer")
-    bias = program.table("bias", _np(conv.bias), what="folded BatchNorm bias")
-    pw, plane = src.pw, src.plane
-    opw, oplane = dst.pw, dst.plane
-    off = cin * oplane if mode == "dense" else 0  # new channels after the copied input
+    dst = _Act(c_out, oh, ow)
+    off = cin if mode == "dense" else 0
+    bias = np.zeros(cp)
+    bias[:cout] = _np(conv.bias)
+    bt = program.table("bias", bias, what="folded BatchNorm bias")
     residual = mode == "residual" and not first
-    add_skip = (f"\n                if (co < {cin}) for (x = 0; x < {w}; ++x) "
-                f"row[x] += in[co * {plane} + (y + 1) * {pw} + x + 1];" if residual else "")
-    pool_write = f"""\
-            for (px = 0; px < {ow}; ++px) {{
-                float m = rows[0][px * {P}];
-                for (dy = 0; dy < {P}; ++dy)
-                    for (dx = 0; dx < {P}; ++dx)
-                        if (rows[dy][px * {P} + dx] > m) m = rows[dy][px * {P} + dx];
-                out[{off} + co * {oplane} + (py + 1) * {opw} + px + 1] = m > 0.0f ? m : 0.0f;
-            }}"""
+    fn = program.ident("layer")
+    row_in = w * cin
     if dw is None:
-        wt = program.table("conv_w", _np(conv.weight), what="conv weights")  # (co, ci, 3, 3)
-        body = f"""\
-    for (co = 0; co < {cout}; ++co) {{
-        for (py = 0; py < {oh}; ++py) {{
-            float rows[{P}][{w}];
-            for (dy = 0; dy < {P}; ++dy) {{
-                const int y = py * {P} + dy;
-                float *restrict row = rows[dy];
-                for (x = 0; x < {w}; ++x) row[x] = {bias}[co];
-                for (ci = 0; ci < {cin}; ++ci) {{
-                    const float *k = {wt} + (co * {cin} + ci) * 9;
-                    const float *s = in + ci * {plane} + y * {pw};
-                    int ky, kx;
-                    for (ky = 0; ky < 3; ++ky)
-                        for (kx = 0; kx < 3; ++kx) {{
-                            const float kv = k[ky * 3 + kx];
-                            const float *restrict t = s + ky * {pw} + kx;
-                            for (x = 0; x < {w}; ++x) row[x] += kv * t[x];
+        W = np.zeros((3, 3, cin, cp))
+        W[..., :cout] = _np(conv.weight).transpose(2, 3, 1, 0)  # (co, ci, ky, kx) -> taps
+        wt = program.table("conv_w", W, what="conv weights")
+        pixel = f"""\
+                for (co = 0; co < {cp}; ++co) acc[co] = {bt}[co];
+                for (ky = ky0; ky < ky1; ++ky) {{
+                    const float *restrict v = in + (y + ky - 1) * {row_in};
+                    for (kx = kx0; kx < kx1; ++kx) {{
+                        const float *restrict k = {wt} + (ky * 3 + kx) * {cin * cp};
+                        for (ci = 0; ci < {cin}; ++ci, k += {cp}) {{
+                            const float vi = v[(x + kx - 1) * {cin} + ci];
+                            for (co = 0; co < {cp}; ++co) acc[co] += vi * k[co];
                         }}
-                }}{add_skip}
-            }}
-{pool_write}
-        }}
-    }}"""
+                    }}
+                }}"""
         scratch = 0
     else:
-        wd = program.table("dw_w", _np(dw.weight), what="depthwise weights")  # (ci, 1, 3, 3)
-        wp = program.table("pw_w", _np(conv.weight), what="pointwise weights")  # (co, ci, 1, 1)
-        body = f"""\
-    for (py = 0; py < {oh}; ++py) {{
-        for (dy = 0; dy < {P}; ++dy) {{
-            const int y = py * {P} + dy;
-            for (ci = 0; ci < {cin}; ++ci) {{  /* depthwise rows of all channels */
-                const float *k = {wd} + ci * 9;
-                const float *s = in + ci * {plane} + y * {pw};
-                float *restrict d = dwrow + ci * {w};
-                int ky, kx;
-                for (x = 0; x < {w}; ++x) d[x] = 0.0f;
-                for (ky = 0; ky < 3; ++ky)
-                    for (kx = 0; kx < 3; ++kx) {{
-                        const float kv = k[ky * 3 + kx];
-                        const float *restrict t = s + ky * {pw} + kx;
-                        for (x = 0; x < {w}; ++x) d[x] += kv * t[x];
+        wd = program.table("dw_w", _np(dw.weight)[:, 0].transpose(1, 2, 0),
+                           what="depthwise weights")  # (ci, 1, ky, kx) -> (ky, kx, ci)
+        Wp = np.zeros((cin, cp))
+        Wp[:, :cout] = _np(conv.weight)[:, :, 0, 0].T
+        wp = program.table("pw_w", Wp, what="pointwise weights")
+        pixel = f"""\
+                float d[{cin}];
+                for (ci = 0; ci < {cin}; ++ci) d[ci] = 0.0f;
+                for (ky = ky0; ky < ky1; ++ky) {{
+                    const float *restrict v = in + (y + ky - 1) * {row_in};
+                    for (kx = kx0; kx < kx1; ++kx) {{
+                        const float *restrict k = {wd} + (ky * 3 + kx) * {cin};
+                        for (ci = 0; ci < {cin}; ++ci) d[ci] += v[(x + kx - 1) * {cin} + ci] * k[ci];
                     }}
-            }}
-            for (co = 0; co < {cout}; ++co) {{  /* pointwise */
-                float *restrict row = zrows + (co * {P} + dy) * {w};
-                for (x = 0; x < {w}; ++x) row[x] = {bias}[co];
+                }}
+                for (co = 0; co < {cp}; ++co) acc[co] = {bt}[co];
                 for (ci = 0; ci < {cin}; ++ci) {{
-                    const float kv = {wp}[co * {cin} + ci];
-                    const float *restrict d = dwrow + ci * {w};
-                    for (x = 0; x < {w}; ++x) row[x] += kv * d[x];
-                }}{add_skip}
-            }}
-        }}
-        for (co = 0; co < {cout}; ++co) {{
-            const float (*rows)[{w}] = (const float (*)[{w}])(zrows + co * {P} * {w});
-{pool_write}
-        }}
-    }}"""
-        scratch = cin * w + cout * P * w
-    copy = ""
-    if mode == "dense":  # the input, max-pooled, goes first
-        copy = f"""
-    for (ci = 0; ci < {cin}; ++ci)
-        for (py = 0; py < {oh}; ++py)
-            for (px = 0; px < {ow}; ++px) {{
-                const float *s = in + ci * {plane} + (py * {P} + 1) * {pw} + px * {P} + 1;
-                float m = s[0];
-                for (dy = 0; dy < {P}; ++dy)
-                    for (dx = 0; dx < {P}; ++dx)
-                        if (s[dy * {pw} + dx] > m) m = s[dy * {pw} + dx];
-                out[ci * {oplane} + (py + 1) * {opw} + px + 1] = m;
-            }}"""
-    sig = "const float *restrict in, float *restrict out"
-    if dw is not None:
-        sig += ", float *restrict scratch"
-        copy = f"""
-    float *restrict dwrow = scratch, *restrict zrows = scratch + {cin * w};""" + copy
+                    const float di = d[ci];
+                    const float *restrict k = {wp} + ci * {cp};
+                    for (co = 0; co < {cp}; ++co) acc[co] += di * k[co];
+                }}"""
+        scratch = 0
+    skip = ("\n                " + f"for (co = 0; co < {cin}; ++co) acc[co] += "
+            f"in[y * {row_in} + x * {cin} + co];" if residual else "")
+    dense_copy = ""
+    if mode == "dense":  # the input, max-pooled, first in each output pixel
+        dense_copy = f"""
+            int px, dx;
+            for (px = 0; px < {ow}; ++px)
+                for (ci = 0; ci < {cin}; ++ci) {{
+                    float m = in[py * {P} * {row_in} + px * {P} * {cin} + ci];
+                    for (dy = 0; dy < {P}; ++dy)
+                        for (dx = 0; dx < {P}; ++dx) {{
+                            const float t = in[(py * {P} + dy) * {row_in} + (px * {P} + dx) * {cin} + ci];
+                            if (t > m) m = t;
+                        }}
+                    orow[px * {c_out} + ci] = m;
+                }}"""
+    scratch += dst.row
     program.function(f"""
 /* {'separable' if dw is not None else 'standard'} 3x3 {cin}->{cout} ({mode}) at {h}x{w}, max-pool {P}, ReLU
-   -> {c_out} channels at {oh}x{ow} */
-static void {fn}({sig})
+   -> {c_out} channels at {oh}x{ow}; HWC, streamed by output rows */
+static void {fn}(const float *in, float *out, float *restrict orow)
 {{
-    int co, ci, py, px, dy, dx, x;
-    for (x = 0; x < {dst.size}; ++x) out[x] = 0.0f;  /* the zero border */{copy}
-{body}
-    (void)ci;
-    (void)px;
-    (void)dx;
+    int py, dy, x, ci, co, ky, kx;
+    for (py = 0; py < {oh}; ++py) {{{dense_copy}
+        for (dy = 0; dy < {P}; ++dy) {{
+            const int y = py * {P} + dy;
+            const int ky0 = y == 0, ky1 = y == {h - 1} ? 2 : 3;  /* taps inside the image */
+            for (x = 0; x < {ow * P}; ++x) {{
+                const int kx0 = x == 0, kx1 = x == {w - 1} ? 2 : 3;
+                float acc[{cp}];
+                float *o = orow + (x / {P}) * {c_out} + {off};
+{pixel}{skip}
+                /* max-pool (the ReLU after it: max and ReLU commute) */
+                if (dy == 0 && x % {P} == 0)
+                    for (co = 0; co < {cout}; ++co) o[co] = acc[co];
+                else
+                    for (co = 0; co < {cout}; ++co) o[co] = acc[co] > o[co] ? acc[co] : o[co];
+            }}
+        }}
+        for (x = 0; x < {dst.row}; ++x) {{
+            const float t = orow[x];
+            out[py * {dst.row} + x] = {'x % ' + str(c_out) + ' < ' + str(off) + ' || ' if off else ''}t > 0.0f ? t : 0.0f;
+        }}
+    }}
 }}""")
-    return fn, dst, scratch
+    # in place: output row py is written after the rows below (py + 1) * P - 1 are dead
+    delta = max([0] + [(py + 1) * dst.row - ((py + 1) * P - 1) * row_in for py in range(oh - 1)])
+    return fn, dst, scratch, delta
 
 
 def micro_cnn(program, est, img, arena, where, feature_gen):
@@ -195,38 +191,45 @@ def micro_cnn(program, est, img, arena, where, feature_gen):
             f"receives {img.h}x{img.w}x{img.c} here; export with X_sample of the fitted size.")
     views = TTA_VIEWS[est.tta]
     coords = arch["coord_channels"]
-    src = _Layout(c_img + 2 * bool(coords), h, w)
-    layers, scratch, layout = [], 0, src
-    biggest = src.size
+    src = _Act(c_img + 2 * bool(coords), h, w)
+    layers, acts, deltas, scratch = [], [src], [], 0
     for i, (unit, pool) in enumerate(zip(module.layers, module.pools, strict=True)):
         mode = "plain" if i == 0 else arch["block"]
-        fn, layout, s = _conv_layer(program, unit, pool, layout, mode, i == 0)
-        layers.append((fn, unit.depthwise is not None))
-        biggest = max(biggest, layout.size)
-        scratch = max(scratch, s)
-    mark = arena.top
-    buf_a = arena.push(biggest)
-    buf_b = arena.push(biggest)
-    buf_s = arena.push(scratch) if scratch else None
-    n_out = int(arch["n_outputs"])
-    bins = int(getattr(module, "bins", 0) or 0)
-    head = module.head
-    linears = [head] if not hasattr(head, "__getitem__") else [head[0], head[2]]
+        fn, act, sc, delta = _conv_layer(program, unit, pool, acts[-1], mode, i == 0)
+        layers.append(fn)
+        acts.append(act)
+        deltas.append(delta)
+        scratch = max(scratch, sc)
+    # positions, from the last activation (at 0) back: the input of layer l sits delta_l
+    # after its output
+    pos = [0] * len(acts)
+    for li in range(len(layers) - 1, -1, -1):
+        pos[li] = pos[li + 1] + deltas[li]
+    size = max(p + a.size for p, a in zip(pos, acts, strict=True))
     d_feat = int(arch.get("n_features", 0))
-    c_last = layout.c
-    n_flat = c_last * (layout.h * layout.w if module.flatten_head else 1)
-    vec = arena.push(n_flat + d_feat + max(lin.out_features for lin in linears))
-    acc = arena.push(max(n_out * max(bins, 1), 1))
     feat_expr = None
+    mark = arena.top
     if d_feat:
         feat_expr, d = feature_gen(program, est.features_, img, arena)
         if d != d_feat:
             raise RuntimeError(f"to_c: {where}: the hybrid's features give {d} values, the "
                                f"network expects {d_feat}.")
+    buf = arena.push(size)
+    buf_s = arena.push(scratch)
+    n_out = int(arch["n_outputs"])
+    bins = int(getattr(module, "bins", 0) or 0)
+    head = module.head
+    linears = [head] if not hasattr(head, "__getitem__") else [head[0], head[2]]
+    last = acts[-1]
+    n_flat = last.c * (last.h * last.w if module.flatten_head else 1)
+    vec = arena.push(n_flat + d_feat + max(lin.out_features for lin in linears))
+    acc = arena.push(max(n_out * max(bins, 1), 1))
+    program.activation_bytes = 4 * (size + scratch)
     mean = program.table("in_mean", _np(module.in_mean), what="input mean")
     scale = program.table("in_scale", _np(module.in_scale), what="input scale")
     dot = dot_function(program)
-    lines = [f"/* {type(est).__name__}: {len(views)} view(s) */",
+    c_in = src.c
+    lines = [f"/* {type(est).__name__}: {len(views)} view(s); activations in {size} floats */",
              f"for (i = 0; i < {n_out}; ++i) out[i] = 0.0f;"]
     if coords:
         ys = program.table("coord_rows", _np(module.coords[0, 0, :, 0]), what="coordinates")
@@ -235,31 +238,27 @@ def micro_cnn(program, est, img, arena, where, feature_gen):
         fr, fc = 1 in flips, 2 in flips
         row = f"({h - 1} - y)" if fr else "y"
         col = f"({w - 1} - x)" if fc else "x"
-        a, b = f"work + {buf_a}", f"work + {buf_b}"
         lines += [
             "{",
-            f"    float *a = {a}, *b = {b}, *t;",
+            f"    float *a = work + {buf + pos[0]};",
             "    int y, x, ch;",
-            f"    for (i = 0; i < {src.size}; ++i) a[i] = 0.0f;",
-            f"    for (ch = 0; ch < {c_img}; ++ch)",
-            f"        for (y = 0; y < {h}; ++y)",
-            f"            for (x = 0; x < {w}; ++x)",
-            f"                a[ch * {src.plane} + (y + 1) * {src.pw} + x + 1] = "
-            f"((float)({img.expr})[({row} * {w} + {col}) * {c_img} + ch] - {mean}[ch]) * {scale}[ch];",
+            f"    for (y = 0; y < {h}; ++y)",
+            f"        for (x = 0; x < {w}; ++x) {{",
+            f"            const uint8_t *q = ({img.expr}) + ({row} * {w} + {col}) * {c_img};",
+            f"            float *v = a + (y * {w} + x) * {c_in};",
+            f"            for (ch = 0; ch < {c_img}; ++ch) v[ch] = ((float)q[ch] - {mean}[ch]) "
+            f"* {scale}[ch];",
         ]
         if coords:
-            lines += [
-                f"    for (y = 0; y < {h}; ++y)",
-                f"        for (x = 0; x < {w}; ++x) {{",
-                f"            a[{c_img} * {src.plane} + (y + 1) * {src.pw} + x + 1] = {ys}[y];",
-                f"            a[{c_img + 1} * {src.plane} + (y + 1) * {src.pw} + x + 1] = {xs}[x];",
-                "        }"]
-        for fn, sep in layers:
-            extra = f", work + {buf_s}" if sep else ""
-            lines += [f"    {fn}(a, b{extra});", "    t = a; a = b; b = t;"]
-        lines += _head(program, module, layout, vec, acc, feat_expr, d_feat, n_out, bins, dot,
+            lines += [f"            v[{c_img}] = {ys}[y];", f"            v[{c_img + 1}] = {xs}[x];"]
+        lines.append("        }")
+        for li, fn in enumerate(layers):
+            lines.append(f"    {fn}(work + {buf + pos[li]}, work + {buf + pos[li + 1]}, "
+                         f"work + {buf_s});")
+        lines.append(f"    a = work + {buf + pos[-1]};")
+        lines += _head(program, module, last, vec, acc, feat_expr, d_feat, n_out, bins, dot,
                        linears, est)
-        lines += ["    (void)b;", "}"]
+        lines += ["}"]
     lines.append(f"for (i = 0; i < {n_out}; ++i) out[i] /= {c_float(len(views))};")
     program.emit(*lines)
     arena.pop(mark)
@@ -279,13 +278,13 @@ def _head(program, module, layout, vec, acc, feat_expr, d_feat, n_out, bins, dot
             f"            for (y = 0; y < {L.h}; ++y)",
             f"                for (x = 0; x < {L.w}; ++x)",
             f"                    v[(ch * {L.h} + y) * {L.w} + x] = "
-            f"a[ch * {L.plane} + (y + 1) * {L.pw} + x + 1];"]
+            f"a[(y * {L.w} + x) * {L.c} + ch];"]
     else:
         lines += [
             f"        for (ch = 0; ch < {L.c}; ++ch) {{",
             "            float s = 0.0f;",
             f"            for (y = 0; y < {L.h}; ++y)",
-            f"                for (x = 0; x < {L.w}; ++x) s += a[ch * {L.plane} + (y + 1) * {L.pw} + x + 1];",
+            f"                for (x = 0; x < {L.w}; ++x) s += a[(y * {L.w} + x) * {L.c} + ch];",
             f"            v[ch] = s / {c_float(L.h * L.w)};",
             "        }"]
     if d_feat:

@@ -87,6 +87,7 @@ class Program:
         self.work_floats = 0  # high-water mark of the work buffer, in floats
         self._used = set()
         self.uses_double = False
+        self.activation_bytes = None  # a micro-CNN's activations + scratch rows
 
     def ident(self, stem):
         """A fresh identifier ``name_stem[_k]``."""

@@ -425,6 +425,7 @@ def to_c(estimator, X_sample, *, name="cvfeat_model", target_name=None, command=
         "features_streamed": info["streamed"],
         "classes": info.get("classes"),
         "macs": info.get("macs"),
+        "activation_bytes": program.activation_bytes,
         "const_bytes": program.const_bytes,
         "work_bytes": 4 * max(program.work_floats, 1),
         "flash_bytes": (sizes or estimate)["flash_bytes"],
