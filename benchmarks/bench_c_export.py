@@ -5,7 +5,9 @@ For each pipeline (fitted on 600 synthetic images of the counting task from
 ``cvfeat.export.to_c`` -> flash / RAM / stack measured with ``cc -Os`` (and
 ``arm-none-eabi-gcc`` for a Cortex-M4F when installed), the single-image latency of
 the C code compiled at ``-O2`` (strict flags) against ONNX Runtime's (one thread,
-batch of one) in the same run, interleaved rounds, medians, and the parity of the C
+batch of one) in the same run, interleaved rounds, medians (and, for comparison, the same
+C built with ``-O3 -march=native -ffp-contract=fast``: this CPU's vector units and
+fused multiply-add, which ONNX Runtime's kernels use), and the parity of the C
 predictions with ``pipeline.predict`` on 200 held-out images.
 
     python benchmarks/bench_c_export.py [--out benchmarks/results/bench_c_export.json]
@@ -125,18 +127,22 @@ def pipelines():
     }
 
 
-def c_timer(exported, X, tmp, cc):
+#: the host build the targets are measured with, and a native one for comparison (this
+#: CPU's vector units and fused multiply-add, which ONNX Runtime's kernels use)
+FLAGS = {"c": ("-O2",), "c_native": ("-O3", "-march=native", "-ffp-contract=fast")}
+
+
+def c_timer(exported, X, tmp, cc, flags=FLAGS["c"], exe="timer"):
     N = exported.name
     exported.save(tmp)
     k = len(X)
     Path(tmp, "timer.c").write_text(_TIMER.format(N=N, U=N.upper(), K=k))
-    subprocess.run([cc, *STRICT_FLAGS, "-O2", "-Wno-unused-result", f"{N}.c", "timer.c",
-                    "-o", "timer", "-lm"], cwd=tmp, check=True)
+    subprocess.run([cc, *STRICT_FLAGS, *flags, "-Wno-unused-result", f"{N}.c", "timer.c",
+                    "-o", exe, "-lm"], cwd=tmp, check=True)
     X.tofile(Path(tmp, "images.bin"))
     return lambda reps: float(subprocess.run(
-        [str(Path(tmp, "timer")), str(Path(tmp, "images.bin")), str(reps)], capture_output=True,
-        text=True,
-        check=True).stdout)
+        [str(Path(tmp, exe)), str(Path(tmp, "images.bin")), str(reps)], capture_output=True,
+        text=True, check=True).stdout)
 
 
 def ort_timer(onx, X):
@@ -203,13 +209,16 @@ def main(argv=None):
         parity = check_parity_c(est, exported, X_new)
         onx = to_onnx(est, X[:1])
         with tempfile.TemporaryDirectory() as tmp:
-            c_run = c_timer(exported, np.ascontiguousarray(X_new[:64]), tmp, cc)
-            o_run = ort_timer(onx, X_new[:64])
-            c_t, o_t = [], []
-            for r in range(args.rounds):  # interleaved, alternating order
-                pair = (c_run, o_run) if r % 2 == 0 else (o_run, c_run)
-                for fn in pair:
-                    (c_t if fn is c_run else o_t).append(fn(args.reps))
+            imgs = np.ascontiguousarray(X_new[:64])
+            runs = {"c": c_timer(exported, imgs, tmp, cc),
+                    "c_native": c_timer(exported, imgs, tmp, cc, FLAGS["c_native"], "native"),
+                    "onnx": ort_timer(onx, X_new[:64])}
+            times = {k: [] for k in runs}
+            for r in range(args.rounds):  # interleaved, the order rotating each round
+                keys = list(runs)[r % 3:] + list(runs)[:r % 3]
+                for key in keys:
+                    times[key].append(runs[key](args.reps))
+            c_t, o_t = times["c"], times["onnx"]
         rep = exported.report
         c_med, o_med = float(np.median(c_t)), float(np.median(o_t))
         row = {
@@ -221,6 +230,8 @@ def main(argv=None):
             "cortex_m": rep["cortex_m"], "uses_double": rep["uses_double"],
             "c_latency_us": c_med, "onnx_latency_us": o_med, "c_over_onnx": c_med / o_med,
             "c_latency_rounds_us": c_t, "onnx_latency_rounds_us": o_t,
+            "c_native_latency_us": float(np.median(times["c_native"])),
+            "c_native_flags": " ".join(FLAGS["c_native"]),
             "parity_max_rel": parity["max_rel"], "parity_n_over_rtol": parity["n_over_rtol"],
             "parity_n": parity["n"], "fit_seconds": fit_s,
         }
@@ -229,6 +240,7 @@ def main(argv=None):
         cm = rep["cortex_m"]
         print(f"{name:24s} flash {row['flash_bytes']:7,d} B  RAM {row['ram_bytes']:6,d} B  "
               f"C {c_med:8.1f} us  ORT {o_med:8.1f} us  ratio {c_med / o_med:5.2f}  "
+              f"native {row['c_native_latency_us']:8.1f} us  "
               f"max_rel {parity['max_rel']:.1e} ({parity['n_over_rtol']} over)"
               + (f"  M4 flash {cm['flash_bytes']:,d} RAM {cm['ram_bytes']:,d}"
                  if "flash_bytes" in cm else ""), flush=True)

@@ -61,7 +61,7 @@ def _pad4(n):
     return -(-n // 4) * 4
 
 
-def _conv_layer(program, unit, pool, src, mode, first):
+def _conv_layer(program, unit, pool, src, mode, first, stem=None):
     """C function of one unit, streamed by pooled output rows; returns (name, output
     activation, scratch floats, in-place offset delta).
 
@@ -88,6 +88,9 @@ def _conv_layer(program, unit, pool, src, mode, first):
         W = np.zeros((3, 3, cin, cp))
         W[..., :cout] = _np(conv.weight).transpose(2, 3, 1, 0)  # (co, ci, ky, kx) -> taps
         wt = program.table("conv_w", W, what="conv weights")
+        if stem is not None:  # the first layer reads the uint8 pixels: no float input copy
+            pixel = _stem_pixel(w, cin, cp, bt, wt)
+    if dw is None and stem is None:
         pixel = f"""\
                 for (co = 0; co < {cp}; ++co) acc[co] = {bt}[co];
                 for (ky = ky0; ky < ky1; ++ky) {{
@@ -100,6 +103,7 @@ def _conv_layer(program, unit, pool, src, mode, first):
                         }}
                     }}
                 }}"""
+    if dw is None:
         scratch = 0
     else:
         wd = program.table("dw_w", _np(dw.weight)[:, 0].transpose(1, 2, 0),
@@ -141,18 +145,26 @@ def _conv_layer(program, unit, pool, src, mode, first):
                     orow[px * {c_out} + ci] = m;
                 }}"""
     scratch += dst.row
+    if stem is not None:
+        rows = _stem_rows(stem, h, w, cin)
+        bounds = ""
+        ring = f"\n    float *restrict ring = orow + {dst.row};"
+        scratch += 3 * (w + 2) * cin
+    else:
+        rows = f"\n            const int ky0 = y == 0, ky1 = y == {h - 1} ? 2 : 3;  /* in the image */"
+        bounds = f"\n                const int kx0 = x == 0, kx1 = x == {w - 1} ? 2 : 3;"
+        ring = ""
     program.function(f"""
 /* {'separable' if dw is not None else 'standard'} 3x3 {cin}->{cout} ({mode}) at {h}x{w}, max-pool {P}, ReLU
    -> {c_out} channels at {oh}x{ow}; HWC, streamed by output rows */
-static void {fn}(const float *in, float *out, float *restrict orow)
-{{
+static void {fn}({'const uint8_t *img, int fr, int fc' if stem else 'const float *in'}, float *out,
+    float *restrict orow)
+{{{ring}
     int py, dy, x, ci, co, ky, kx;
     for (py = 0; py < {oh}; ++py) {{{dense_copy}
         for (dy = 0; dy < {P}; ++dy) {{
-            const int y = py * {P} + dy;
-            const int ky0 = y == 0, ky1 = y == {h - 1} ? 2 : 3;  /* taps inside the image */
-            for (x = 0; x < {ow * P}; ++x) {{
-                const int kx0 = x == 0, kx1 = x == {w - 1} ? 2 : 3;
+            const int y = py * {P} + dy;{rows}
+            for (x = 0; x < {ow * P}; ++x) {{{bounds}
                 float acc[{cp}];
                 float *o = orow + (x / {P}) * {c_out} + {off};
 {pixel}{skip}
@@ -174,6 +186,55 @@ static void {fn}(const float *in, float *out, float *restrict orow)
     return fn, dst, scratch, delta
 
 
+def _stem_rows(stem, h, w, cin):
+    """C: the three input rows around conv row ``y`` into ``ring``, normalised in float32
+    (``(p - in_mean) * in_scale``, as the module), read through the view's flips, with
+    the coordinate channels (not flipped, as the module's) and a zero border (the
+    convolution's padding)."""
+    c_img, mean, scale, ys, xs = stem
+    rw = (w + 2) * cin
+    coords = "" if ys is None else f"""
+                        v[{c_img}] = {ys}[yy];
+                        v[{c_img + 1}] = {xs}[xx];"""
+    return f"""
+            {{
+                int r, xx, ci;
+                for (r = 0; r < 3; ++r) {{
+                    const int yy = y + r - 1;
+                    float *restrict g = ring + r * {rw};
+                    const uint8_t *prow;
+                    if (yy < 0 || yy >= {h}) {{
+                        for (xx = 0; xx < {rw}; ++xx) g[xx] = 0.0f;
+                        continue;
+                    }}
+                    prow = img + (fr ? {h - 1} - yy : yy) * {w * c_img};
+                    for (ci = 0; ci < {cin}; ++ci) g[ci] = g[{(w + 1) * cin} + ci] = 0.0f;
+                    for (xx = 0; xx < {w}; ++xx) {{
+                        const uint8_t *q = prow + (fc ? {w - 1} - xx : xx) * {c_img};
+                        float *v = g + (xx + 1) * {cin};
+                        for (ci = 0; ci < {c_img}; ++ci)
+                            v[ci] = ((float)q[ci] - {mean}[ci]) * {scale}[ci];{coords}
+                    }}
+                }}
+            }}"""
+
+
+def _stem_pixel(w, cin, cp, bt, wt):
+    """The first layer's taps, from the zero-bordered rows of :func:`_stem_rows`."""
+    return f"""\
+                for (co = 0; co < {cp}; ++co) acc[co] = {bt}[co];
+                for (ky = 0; ky < 3; ++ky) {{
+                    const float *restrict v = ring + ky * {(w + 2) * cin} + x * {cin};
+                    for (kx = 0; kx < 3; ++kx) {{
+                        const float *restrict k = {wt} + (ky * 3 + kx) * {cin * cp};
+                        for (ci = 0; ci < {cin}; ++ci, k += {cp}) {{
+                            const float vi = v[kx * {cin} + ci];
+                            for (co = 0; co < {cp}; ++co) acc[co] += vi * k[co];
+                        }}
+                    }}
+                }}"""
+
+
 def micro_cnn(program, est, img, arena, where, feature_gen):
     """Emit the network of a fitted micro-CNN estimator reading ``img``; returns
     ``(n_outputs, task, classes)``. ``feature_gen(program, features_, img, arena)``
@@ -192,10 +253,17 @@ def micro_cnn(program, est, img, arena, where, feature_gen):
     views = TTA_VIEWS[est.tta]
     coords = arch["coord_channels"]
     src = _Act(c_img + 2 * bool(coords), h, w)
+    mean = program.table("in_mean", _np(module.in_mean), what="input mean")
+    scale = program.table("in_scale", _np(module.in_scale), what="input scale")
+    ys = xs = None
+    if coords:
+        ys = program.table("coord_rows", _np(module.coords[0, 0, :, 0]), what="coordinates")
+        xs = program.table("coord_cols", _np(module.coords[0, 1, 0, :]), what="coordinates")
     layers, acts, deltas, scratch = [], [src], [], 0
     for i, (unit, pool) in enumerate(zip(module.layers, module.pools, strict=True)):
         mode = "plain" if i == 0 else arch["block"]
-        fn, act, sc, delta = _conv_layer(program, unit, pool, acts[-1], mode, i == 0)
+        stem = (c_img, mean, scale, ys, xs) if i == 0 else None
+        fn, act, sc, delta = _conv_layer(program, unit, pool, acts[-1], mode, i == 0, stem)
         layers.append(fn)
         acts.append(act)
         deltas.append(delta)
@@ -203,9 +271,10 @@ def micro_cnn(program, est, img, arena, where, feature_gen):
     # positions, from the last activation (at 0) back: the input of layer l sits delta_l
     # after its output
     pos = [0] * len(acts)
-    for li in range(len(layers) - 1, -1, -1):
+    for li in range(len(layers) - 1, 0, -1):
         pos[li] = pos[li + 1] + deltas[li]
-    size = max(p + a.size for p, a in zip(pos, acts, strict=True))
+    # (the first layer reads the pixels themselves: no float input)
+    size = max(p + a.size for p, a in zip(pos[1:], acts[1:], strict=True))
     d_feat = int(arch.get("n_features", 0))
     feat_expr = None
     mark = arena.top
@@ -225,34 +294,18 @@ def micro_cnn(program, est, img, arena, where, feature_gen):
     vec = arena.push(n_flat + d_feat + max(lin.out_features for lin in linears))
     acc = arena.push(max(n_out * max(bins, 1), 1))
     program.activation_bytes = 4 * (size + scratch)
-    mean = program.table("in_mean", _np(module.in_mean), what="input mean")
-    scale = program.table("in_scale", _np(module.in_scale), what="input scale")
     dot = dot_function(program)
-    c_in = src.c
     lines = [f"/* {type(est).__name__}: {len(views)} view(s); activations in {size} floats */",
              f"for (i = 0; i < {n_out}; ++i) out[i] = 0.0f;"]
-    if coords:
-        ys = program.table("coord_rows", _np(module.coords[0, 0, :, 0]), what="coordinates")
-        xs = program.table("coord_cols", _np(module.coords[0, 1, 0, :]), what="coordinates")
     for flips in views:
-        fr, fc = 1 in flips, 2 in flips
-        row = f"({h - 1} - y)" if fr else "y"
-        col = f"({w - 1} - x)" if fc else "x"
+        fr, fc = int(1 in flips), int(2 in flips)
         lines += [
             "{",
-            f"    float *a = work + {buf + pos[0]};",
+            "    const float *a;",
             "    int y, x, ch;",
-            f"    for (y = 0; y < {h}; ++y)",
-            f"        for (x = 0; x < {w}; ++x) {{",
-            f"            const uint8_t *q = ({img.expr}) + ({row} * {w} + {col}) * {c_img};",
-            f"            float *v = a + (y * {w} + x) * {c_in};",
-            f"            for (ch = 0; ch < {c_img}; ++ch) v[ch] = ((float)q[ch] - {mean}[ch]) "
-            f"* {scale}[ch];",
+            f"    {layers[0]}({img.expr}, {fr}, {fc}, work + {buf + pos[1]}, work + {buf_s});",
         ]
-        if coords:
-            lines += [f"            v[{c_img}] = {ys}[y];", f"            v[{c_img + 1}] = {xs}[x];"]
-        lines.append("        }")
-        for li, fn in enumerate(layers):
+        for li, fn in enumerate(layers[1:], start=1):
             lines.append(f"    {fn}(work + {buf + pos[li]}, work + {buf + pos[li + 1]}, "
                          f"work + {buf_s});")
         lines.append(f"    a = work + {buf + pos[-1]};")
