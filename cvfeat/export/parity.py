@@ -22,7 +22,7 @@ import numpy as np
 
 from .._validation import check_images
 
-__all__ = ["check_parity", "onnx_session", "run_onnx"]
+__all__ = ["check_parity", "onnx_session", "parity_measures", "run_onnx"]
 
 
 def onnx_session(onx):
@@ -137,17 +137,22 @@ def check_parity(estimator, onx, X, *, rtol=1e-4):
             f"check_parity: the graph's {output!r} has shape {got.shape} but the estimator "
             f"returns {ref.shape}; the graph does not belong to this estimator."
         )
+    return {"output": output, **parity_measures(got, ref, rtol), **report}
+
+
+def parity_measures(got, ref, rtol):
+    """``n``, ``max_abs``, ``mean_abs``, ``scale``, ``max_rel``, ``rtol``, ``n_over_rtol``
+    of outputs ``got`` against ``ref`` (float64 arrays of one shape, one row per image;
+    see the module docstring)."""
     diff = np.abs(got - ref)
     scale = max(float(np.abs(ref).max()), float(np.finfo(np.float32).tiny))
-    per_image = diff.reshape(len(X), -1).max(axis=1)
+    per_image = diff.reshape(len(ref), -1).max(axis=1)
     return {
-        "output": output,
-        "n": len(X),
+        "n": len(ref),
         "max_abs": float(diff.max()),
         "mean_abs": float(diff.mean()),
         "scale": scale,
         "max_rel": float(diff.max()) / scale,
         "rtol": rtol,
         "n_over_rtol": int(np.sum(per_image > rtol * scale)),
-        **report,
     }

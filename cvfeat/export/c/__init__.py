@@ -6,6 +6,11 @@
   flags and compares it with the estimator (the measures of ``check_parity``);
 * :func:`supported_c_steps` -- what can be exported.
 
+Pipelines of image steps, features (HOG, ColorHistogram, LBP, FeatureUnion), scalers /
+PCA and a linear model, SVR or trees; and micro-CNNs (MicroCNNRegressor,
+MicroCNNClassifier, HybridCNNRegressor) after image steps, with their label-distribution
+head and test-time flips (:mod:`cvfeat.export.c._cnn`).
+
 The generated code is C99 and includes only ``<stdint.h>``, ``<stddef.h>`` and
 ``<math.h>``: no malloc, no stdio, no VLAs. Weights are ``static const`` tables
 (float literals that round-trip exactly); work memory is one static ``float`` buffer

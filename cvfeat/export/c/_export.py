@@ -16,6 +16,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ... import __version__
 from ..onnx import _check_sample, _describe, _unwrap, input_spec
+from ..parity import parity_measures
 from ._build import STRICT_FLAGS, compile_model, cortex_m_size, find_compiler, measure_size
 from ._cnn import is_cnn, micro_cnn
 from ._emit import Program
@@ -508,7 +509,8 @@ def check_parity_c(estimator, exported, X, *, rtol=1e-4, opt="-O2", cc=None):
     The harness is built with the strict flags (:data:`STRICT_FLAGS`: C99, all
     warnings as errors, no VLAs, no FMA contraction) at ``opt``, runs both entry
     points (static and caller-supplied work buffer) on ``X``, and the outputs are
-    compared with ``estimator.predict(X)`` (``transform`` for a feature pipeline).
+    compared with ``estimator.predict(X)`` (``transform`` for a feature pipeline,
+    ``predict_proba`` for a classifier, whose label agreement is reported too).
 
     Returns
     -------
@@ -531,12 +533,7 @@ def check_parity_c(estimator, exported, X, *, rtol=1e-4, opt="-O2", cc=None):
     else:
         output, ref = "prediction", np.asarray(est.predict(X), dtype=np.float64)
     got = got.reshape(ref.shape)
-    diff = np.abs(got - ref)
-    scale = max(float(np.abs(ref).max()), float(np.finfo(np.float32).tiny))
-    per_image = diff.reshape(len(X), -1).max(axis=1)
     return {
-        "output": output, "n": len(X), "max_abs": float(diff.max()),
-        "mean_abs": float(diff.mean()), "scale": scale, "max_rel": float(diff.max()) / scale,
-        "rtol": rtol, "n_over_rtol": int(np.sum(per_image > rtol * scale)),
+        "output": output, **parity_measures(got, ref, rtol),
         "compiler": find_compiler(cc), "flags": " ".join((*STRICT_FLAGS, opt)), **extra,
     }
