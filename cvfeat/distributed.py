@@ -1,0 +1,214 @@
+"""Features of image folders larger than memory, on a Dask cluster (the ``dask`` extra).
+
+* :func:`image_array` -- a lazy dask uint8 array ``(n, h, w[, 3])`` over a list of files
+  or a folder, chunked along ``n`` only; each task reads its own slice of the path list
+  with :func:`cvfeat.io.read_images`' checks (a corrupt file raises
+  :class:`~cvfeat.io.ImageReadError` naming it; the decompression-bomb guard applies);
+* :func:`transform` -- a fitted cvfeat feature step, FeatureUnion or feature pipeline
+  applied blockwise: a dask array ``(n, n_features)``, equal to the in-memory result;
+* :func:`configure_workers` -- one thread each for OpenCV, BLAS and torch on every
+  worker of a client (no oversubscription).
+
+dask and distributed are imported when a function is called, with the install hint
+when they are missing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .io import DEFAULT_MAX_PIXELS, ImageReadError, _as_path_list, _check_size, _read_chunk
+
+__all__ = ["IMAGE_SUFFIXES", "configure_workers", "image_array", "transform"]
+
+#: the files :func:`image_array` takes from a folder (searched recursively, sorted)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _dask(where):
+    try:
+        import dask.array as da
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            f"{where} needs dask, which is not installed: pip install 'cvfeat[dask]'."
+        ) from exc
+    return da
+
+
+def _paths(paths_or_folder, where):
+    if isinstance(paths_or_folder, (str, os.PathLike)):
+        folder = Path(paths_or_folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"{where}: {folder} is not a folder; pass a folder of images or a list of "
+                "image files.")
+        files = sorted(str(p) for p in folder.rglob("*")
+                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise FileNotFoundError(
+                f"{where}: no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}.")
+        return files
+    return _as_path_list(paths_or_folder, where)
+
+
+def _read_block(paths, start, size, color, interpolation, max_pixels):
+    """The images of one chunk, or the first file's error naming it (and its index)."""
+    results = _read_chunk(paths, size, color, interpolation, max_pixels)
+    for i, (_, err) in enumerate(results):
+        if err is not None:
+            msg = f"{err} (file {start + i} of the list)"
+            raise (type(err)(msg, getattr(err, "path", None)) if isinstance(err, ImageReadError)
+                   else type(err)(msg)) from err
+    return np.stack([img for img, _ in results])
+
+
+def image_array(paths_or_folder, size, color="rgb", *, chunk=256, interpolation="area",
+                max_pixels=DEFAULT_MAX_PIXELS):
+    """A lazy uint8 dask array of images read from files, chunked along the images.
+
+    Parameters
+    ----------
+    paths_or_folder : str, Path, or list of str / Path
+        A folder (its image files, searched recursively, sorted by path) or the files.
+    size : int or (height, width)
+        Every image is resized to this size (a dask array needs one shape).
+    color : {'rgb', 'gray'}, default='rgb'
+        As :func:`cvfeat.io.read_images`.
+    chunk : int, default=256
+        Images per chunk: one task reads one chunk (its slice of the path list), so the
+        graph has ``ceil(n / chunk)`` reading tasks, not one per file.
+    interpolation, max_pixels
+        As :func:`cvfeat.io.read_images` (the decompression-bomb guard included).
+
+    Returns
+    -------
+    A : dask.array.Array
+        uint8 ``(n, h, w, 3)`` (rgb) or ``(n, h, w)`` (gray), chunks ``(chunk, h, w[, 3])``.
+        Computing a chunk that holds an unreadable file raises
+        :class:`~cvfeat.io.ImageReadError` naming the file and its index.
+    """
+    where = "image_array"
+    da = _dask(where)
+    import dask
+
+    paths = _paths(paths_or_folder, where)
+    size = _check_size(size, where)
+    if size is None:
+        raise ValueError(f"{where}: size is required (a dask array has one image shape); "
+                         "e.g. size=64 or size=(48, 64).")
+    if color not in ("rgb", "gray"):
+        raise ValueError(f"{where}: color must be 'rgb' or 'gray'; got {color!r}.")
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
+        raise ValueError(f"{where}: chunk must be a positive int (images per task); got "
+                         f"{chunk!r}.")
+    shape = size + ((3,) if color == "rgb" else ())
+    blocks = []
+    for a in range(0, len(paths), chunk):
+        part = paths[a:a + chunk]
+        task = dask.delayed(_read_block, pure=True)(part, a, size, color, interpolation,
+                                                    max_pixels)
+        blocks.append(da.from_delayed(task, shape=(len(part), *shape), dtype=np.uint8))
+    return da.concatenate(blocks, axis=0)
+
+
+def _transform_block(block, estimator, n_features, dtype):
+    out = np.asarray(estimator.transform(block))
+    if out.shape != (len(block), n_features):
+        raise ValueError(
+            f"transform: {type(estimator).__name__} returned shape {out.shape} for a block of "
+            f"{len(block)} images; expected ({len(block)}, {n_features}).")
+    return out.astype(dtype, copy=False)
+
+
+def transform(estimator, A):
+    """Apply a fitted feature step to a dask image array, block by block.
+
+    Parameters
+    ----------
+    estimator : fitted transformer
+        A cvfeat feature step (HOG, ColorHistogram, LBP, SIFTBoW, ...), image step
+        followed by features, FeatureUnion or fitted feature Pipeline: anything whose
+        ``transform`` maps ``(n, h, w[, 3])`` images to ``(n, d)`` features.
+    A : dask.array.Array
+        uint8 images ``(n, h, w[, 3])`` (e.g. from :func:`image_array`); chunks along the
+        images only (it is rechunked whole along the other axes otherwise).
+
+    Returns
+    -------
+    F : dask.array.Array
+        ``(n, d)`` features, one chunk per image chunk, the dtype of the in-memory
+        ``estimator.transform`` (probed on one blank image, which also checks that the
+        estimator is fitted and takes images of this shape).
+    """
+    da = _dask("transform")
+    if not isinstance(A, da.Array):
+        raise TypeError(f"transform: A must be a dask array of images (see image_array); got "
+                        f"{type(A).__name__}. For images in memory call estimator.transform.")
+    if A.ndim not in (3, 4) or (A.ndim == 4 and A.shape[3] != 3):
+        raise ValueError(f"transform: A must hold images (n, h, w) or (n, h, w, 3); got shape "
+                         f"{A.shape}.")
+    if any(len(c) > 1 for c in A.chunks[1:]):
+        A = A.rechunk({i: -1 for i in range(1, A.ndim)})
+    probe = np.asarray(estimator.transform(np.zeros((1, *A.shape[1:]), A.dtype)))
+    if probe.ndim != 2:
+        raise ValueError(f"transform: {type(estimator).__name__}.transform returns shape "
+                         f"{probe.shape} per image batch, not (n, d) features.")
+    d, dtype = probe.shape[1], probe.dtype
+    return da.map_blocks(_transform_block, A, estimator, d, dtype, dtype=dtype,
+                         drop_axis=list(range(2, A.ndim)), chunks=(A.chunks[0], (d,)),
+                         meta=np.empty((0, d), dtype))
+
+
+def _one_thread():
+    """Run on a worker: OpenCV, BLAS (threadpoolctl) and torch on one thread each."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - scikit-learn depends on threadpoolctl
+        pass
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        torch.set_num_threads(1)
+    return {"opencv": cv2.getNumThreads(),
+            "torch": None if torch is None else torch.get_num_threads()}
+
+
+try:  # the plugin's base class; without distributed, configure_workers says so
+    from distributed.diagnostics.plugin import WorkerPlugin as _WorkerPlugin
+except ImportError:  # pragma: no cover - exercised only without the extra
+    _WorkerPlugin = object
+
+
+class _OneThreadPlugin(_WorkerPlugin):
+    """A distributed WorkerPlugin: :func:`_one_thread` on every worker, also on workers
+    that join later."""
+
+    name = "cvfeat-one-thread"
+
+    def setup(self, worker):
+        _one_thread()
+
+    def teardown(self, worker):
+        pass
+
+
+def configure_workers(client):
+    """One thread each for OpenCV, BLAS and torch on every worker of ``client``.
+
+    Registers a worker plugin (so workers that join later are set up too) and returns
+    ``{worker address: {'opencv': n, 'torch': n}}`` of the current workers.
+    """
+    if _WorkerPlugin is object:  # pragma: no cover - exercised only without the extra
+        raise ImportError("configure_workers needs distributed: pip install 'cvfeat[dask]'.")
+    client.register_plugin(_OneThreadPlugin())
+    return client.run(_one_thread)

@@ -1,0 +1,109 @@
+"""cvfeat.distributed on a real distributed.LocalCluster (a scheduler and two worker
+processes): image_array + transform over a few thousand PNG files equal read_images +
+transform; a corrupt file fails naming it; the work runs on the workers."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("distributed")
+
+from sklearn.pipeline import FeatureUnion, make_pipeline  # noqa: E402
+
+from cvfeat.distributed import configure_workers, image_array, transform  # noqa: E402
+from cvfeat.features import HOG, LBP, ColorHistogram  # noqa: E402
+from cvfeat.io import ImageReadError, read_images  # noqa: E402
+from cvfeat.preprocessing import Grayscale  # noqa: E402
+
+N_FILES = 2000
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """2,000 PNG files of 20x24 pixels (BGR on disk), in two sub-folders."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for i in range(N_FILES):
+        sub = root / f"part{i % 2}"
+        sub.mkdir(exist_ok=True)
+        img = rng.integers(0, 256, (20 + i % 3, 24, 3), dtype=np.uint8)  # sizes vary
+        cv2.imwrite(str(sub / f"img{i:05d}.png"), img)
+    return root
+
+
+def test_image_array_equals_read_images(client, folder):
+    A = image_array(folder, size=(16, 16), chunk=128)
+    files = sorted(str(p) for p in folder.rglob("*.png"))
+    assert A.shape == (N_FILES, 16, 16, 3) and A.dtype == np.uint8
+    assert A.chunks[0] == (128,) * 15 + (80,) and A.chunks[1:] == ((16,), (16,), (3,))
+    # one reading task per chunk, not per file
+    assert sum(1 for k in A.__dask_graph__() if "read_block" in str(k)) == 16
+    got = client.compute(A).result()
+    np.testing.assert_array_equal(got, read_images(files, size=(16, 16)))
+    grey = client.compute(image_array(files[:300], 16, "gray", chunk=64)).result()
+    np.testing.assert_array_equal(grey, read_images(files[:300], size=16, color="gray"))
+
+
+STEPS = {
+    "hog": lambda: HOG(pixels_per_cell=(8, 8)),
+    "union": lambda: FeatureUnion([("hog", HOG(pixels_per_cell=(8, 8))),
+                                   ("hist", ColorHistogram(bins=4)), ("lbp", LBP())]),
+    "pipeline": lambda: make_pipeline(Grayscale(), HOG(pixels_per_cell=(4, 4))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STEPS))
+def test_transform_equals_in_memory(client, folder, name):
+    files = sorted(str(p) for p in folder.rglob("*.png"))
+    X = read_images(files, size=(16, 16))
+    step = STEPS[name]().fit(X[:50])
+    F = transform(step, image_array(files, size=(16, 16), chunk=200))
+    assert F.shape == (N_FILES, step.transform(X[:1]).shape[1])
+    assert F.chunks[0] == (200,) * 10
+    from distributed import get_task_stream
+
+    with get_task_stream(client) as stream:
+        got = client.compute(F).result()
+    np.testing.assert_array_equal(got, step.transform(X))
+    workers = {t["worker"] for t in stream.data}  # the tasks ran in the worker processes
+    assert workers and workers <= set(client.scheduler_info()["workers"])
+
+
+def test_corrupt_file_is_named(client, folder, tmp_path):
+    files = sorted(str(p) for p in folder.rglob("*.png"))[:100]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(open(files[0], "rb").read()[:60])  # a truncated PNG
+    A = image_array(files[:57] + [str(bad)] + files[57:], size=16, chunk=25)
+    with pytest.raises(ImageReadError, match=r"broken\.png.*\(file 57 of the list\)"):
+        client.compute(A).result()
+
+
+def test_configure_workers_sets_one_thread(client):
+    info = configure_workers(client)
+    assert len(info) == 2
+    for threads in info.values():
+        assert threads["opencv"] == 1 and threads["torch"] in (None, 1)
+
+
+def test_bad_arguments(folder, tmp_path):
+    with pytest.raises(ValueError, match="size is required"):
+        image_array(folder, size=None)
+    with pytest.raises(FileNotFoundError, match="no image files"):
+        image_array(tmp_path, size=8)
+    with pytest.raises(FileNotFoundError, match="is not a folder"):
+        image_array(tmp_path / "nowhere", size=8)
+    with pytest.raises(ValueError, match="chunk must be a positive int"):
+        image_array(folder, size=8, chunk=0)
+    with pytest.raises(TypeError, match="must be a dask array"):
+        transform(HOG(), np.zeros((2, 16, 16), np.uint8))
