@@ -1,4 +1,4 @@
-"""The ``cvfeat`` command line: ``demo``, ``compare``, ``export``, ``predict`` and ``info``.
+"""The ``cvfeat`` command line: ``demo``, ``compare``, ``export``, ``features``, ``predict`` and ``info``.
 
 ``cvfeat predict`` is what runs on a device: it imports only numpy, OpenCV and
 ONNX Runtime (:mod:`cvfeat.runtime`), so this module imports nothing heavy at
@@ -186,6 +186,67 @@ def _cmd_export(args):
         f.write(onx.SerializeToString())
     print(f"wrote {args.out}: {os.path.getsize(args.out):,d} bytes, input uint8 "
           f"[N, {h}, {w}{', 3' if c == 3 else ''}]{' (int8)' if args.int8 else ''}")
+    return 0
+
+
+def _feature_steps(args):
+    from sklearn.pipeline import FeatureUnion
+
+    from .features import HOG, LBP, ColorHistogram
+
+    if args.steps:
+        if args.hog or args.hist or args.lbp:
+            raise ValueError("--steps replaces --hog/--hist/--lbp; give one or the other.")
+        args.model = args.steps
+        return _load_model_file(args)
+    chosen = [("hog", HOG())] if args.hog or not (args.hist or args.lbp) else []
+    if args.hist:
+        chosen.append(("hist", ColorHistogram(space="hsv" if args.color == "rgb" else "rgb")))
+    if args.lbp:
+        chosen.append(("lbp", LBP()))
+    return chosen[0][1] if len(chosen) == 1 else FeatureUnion(chosen)
+
+
+def _scheduler(spec):
+    """``(client, cluster)`` for ``--scheduler`` (both None without it)."""
+    if spec is None:
+        return None, None
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError as exc:
+        raise ImportError("--scheduler needs the dask extra: pip install 'cvfeat[dask]'.") from exc
+    if spec.startswith("local:"):
+        n = spec.split(":", 1)[1]
+        if not n.isdigit() or int(n) < 1:
+            raise ValueError(f"--scheduler local:N needs a positive N; got {spec!r}.")
+        cluster = LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        return Client(cluster), cluster
+    if spec.startswith("tcp://"):
+        return Client(spec), None
+    raise ValueError(f"--scheduler takes tcp://HOST:PORT or local:N; got {spec!r}.")
+
+
+def _cmd_features(args):
+    import time
+
+    from .distributed import configure_workers, extract_features
+
+    steps = _feature_steps(args)
+    client, cluster = _scheduler(args.scheduler)
+    t0 = time.perf_counter()
+    try:
+        if client is not None:
+            configure_workers(client)
+        Z = extract_features(args.source, steps, args.out, size=args.size, color=args.color,
+                             chunk=args.chunk, client=client)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    print(f"wrote {args.out}: {Z.shape[0]:,d} images x {Z.shape[1]:,d} features ({Z.dtype}) "
+          f"in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -388,6 +449,30 @@ def build_parser():
     predict.add_argument("--csv", metavar="OUT", help="also write file,prediction rows to OUT")
     _trust_options(predict)
     predict.set_defaults(func=_cmd_predict)
+
+    feats = sub.add_parser(
+        "features", help="stream a folder of images through feature steps into a zarr array",
+        description="Read SOURCE's images in chunks, compute their features (on a Dask "
+        "cluster with --scheduler) and write them to OUT.zarr; a rerun resumes an interrupted "
+        "run. Needs the dask extra.")
+    feats.add_argument("source", help="a folder of images (searched recursively)")
+    feats.add_argument("--out", required=True, help="the zarr array to write (OUT.zarr)")
+    feats.add_argument("--size", type=int, default=64, help="images are resized to SIZE x SIZE "
+                       "(default: %(default)s)")
+    feats.add_argument("--color", choices=["rgb", "gray"], default="rgb")
+    feats.add_argument("--hog", action="store_true", help="HOG (the default feature)")
+    feats.add_argument("--hist", action="store_true", help="colour histogram (HSV; grey: "
+                       "intensity)")
+    feats.add_argument("--lbp", action="store_true", help="LBP histogram")
+    feats.add_argument("--steps", metavar="MODEL.skops",
+                       help="fitted feature steps from a model file instead of the flags")
+    feats.add_argument("--chunk", type=int, default=256, help="images per task "
+                       "(default: %(default)s)")
+    feats.add_argument("--scheduler", metavar="tcp://HOST:PORT | local:N",
+                       help="a Dask scheduler, or local:N to start N worker processes here; "
+                       "none: in this process")
+    _trust_options(feats)
+    feats.set_defaults(func=_cmd_features)
 
     info = sub.add_parser("info", help="versions and installed extras, or a model's card")
     info.add_argument("model", nargs="?", help="an exported .onnx file: print its model card "

@@ -22,7 +22,7 @@ import numpy as np
 
 from .io import DEFAULT_MAX_PIXELS, ImageReadError, _as_path_list, _check_size, _read_chunk
 
-__all__ = ["IMAGE_SUFFIXES", "configure_workers", "image_array", "transform"]
+__all__ = ["IMAGE_SUFFIXES", "configure_workers", "extract_features", "image_array", "transform"]
 
 #: the files :func:`image_array` takes from a folder (searched recursively, sorted)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -212,3 +212,135 @@ def configure_workers(client):
         raise ImportError("configure_workers needs distributed: pip install 'cvfeat[dask]'.")
     client.register_plugin(_OneThreadPlugin())
     return client.run(_one_thread)
+
+
+# -- streaming a folder into a zarr array ---------------------------------------------
+
+
+def _fingerprint(paths, size, color, chunk, estimator, d):
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in ("\n".join(paths), repr(size), color, repr(chunk), repr(estimator), repr(d)):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _extract_chunk(paths, start, args, estimator, out, d):
+    """Read, transform and store one chunk (run by a task, possibly in a worker)."""
+    import zarr
+
+    F = np.asarray(estimator.transform(_read_block(paths, start, *args)))
+    if F.shape != (len(paths), d):
+        raise ValueError(f"extract_features: the steps returned {F.shape} for {len(paths)} "
+                         f"images; expected ({len(paths)}, {d}).")
+    zarr.open_array(out, mode="r+")[start:start + len(paths)] = F
+    return start
+
+
+def _fitted(estimator):
+    from sklearn.utils.validation import check_is_fitted
+
+    try:
+        check_is_fitted(estimator)
+    except Exception:  # noqa: BLE001 - NotFittedError, or a Pipeline of unfitted steps
+        return False
+    return True
+
+
+def extract_features(source, steps, out, *, size=64, color="rgb", chunk=256, client=None,
+                     interpolation="area", max_pixels=DEFAULT_MAX_PIXELS, progress=True):
+    """Stream a folder (or list) of images through feature steps into a zarr array.
+
+    Each chunk of ``chunk`` images is read, transformed and written to ``out`` by one
+    task (on ``client``'s workers, or in this process without a client), so memory holds
+    a few chunks at a time however large the folder. The array records which chunks are
+    done: a rerun with the same inputs skips them (an interrupted run resumes); a rerun
+    with other inputs (files, size, colour, chunk, steps) is refused.
+
+    Parameters
+    ----------
+    source : folder, or list of image files
+    steps : transformer
+        Feature steps (e.g. HOG, a FeatureUnion, a fitted feature pipeline). An unfitted
+        one is fitted on the first chunk (for cvfeat's stateless feature steps this only
+        records the image shape).
+    out : str or Path
+        The zarr array to write (created, or resumed), float ``(n, d)``, chunked like the
+        images.
+    size, color, chunk, interpolation, max_pixels
+        As :func:`image_array`.
+    client : distributed.Client, optional
+        Run the chunks on this cluster (the path ``out`` must be reachable by its
+        workers); None: in this process.
+    progress : bool, default=True
+        A progress bar (tqdm) on stderr.
+
+    Returns
+    -------
+    zarr.Array
+        The features, opened read-only.
+    """
+    import zarr
+
+    where = "extract_features"
+    paths = _paths(source, where)
+    size = _check_size(size, where)
+    if size is None:
+        raise ValueError(f"{where}: size is required; e.g. size=64.")
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
+        raise ValueError(f"{where}: chunk must be a positive int; got {chunk!r}.")
+    args = (size, color, interpolation, max_pixels)
+    if not _fitted(steps):
+        from sklearn.base import clone
+
+        steps = clone(steps).fit(_read_block(paths[:chunk], 0, *args))
+    shape = size + ((3,) if color == "rgb" else ())
+    probe = np.asarray(steps.transform(np.zeros((1, *shape), np.uint8)))
+    d, dtype = probe.shape[1], probe.dtype
+    key = _fingerprint(paths, size, color, chunk, steps, d)
+    out = str(out)
+    if Path(out).exists():
+        arr = zarr.open_array(out, mode="r+")
+        if arr.attrs.get("cvfeat_fingerprint") != key:
+            raise ValueError(
+                f"{where}: {out} exists but was written from other inputs (files, size, "
+                "colour, chunk or steps differ); it is not resumed. Remove it or write to "
+                "another path.")
+    else:
+        arr = zarr.open_array(out, mode="w", shape=(len(paths), d), chunks=(chunk, d),
+                              dtype=dtype)
+        arr.attrs.update({"cvfeat_fingerprint": key, "cvfeat_done": [], "n_images": len(paths),
+                          "size": list(size), "color": color, "steps": repr(steps)})
+    done = set(arr.attrs.get("cvfeat_done", []))
+    todo = [a for a in range(0, len(paths), chunk) if a not in done]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=-(-len(paths) // chunk), initial=len(done), unit="chunk",
+                   desc="features", file=None)
+
+    def finished(start):
+        done.add(int(start))
+        arr.attrs["cvfeat_done"] = sorted(done)  # recorded after the chunk is stored
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        if client is None:
+            for a in todo:
+                finished(_extract_chunk(paths[a:a + chunk], a, args, steps, out, d))
+        else:
+            from distributed import as_completed
+
+            est = client.scatter(steps, broadcast=True)
+            futures = [client.submit(_extract_chunk, paths[a:a + chunk], a, args, est, out, d,
+                                     pure=False) for a in todo]
+            for fut in as_completed(futures):
+                finished(fut.result())
+    finally:
+        if bar is not None:
+            bar.close()
+    return zarr.open_array(out, mode="r")

@@ -107,3 +107,59 @@ def test_bad_arguments(folder, tmp_path):
         image_array(folder, size=8, chunk=0)
     with pytest.raises(TypeError, match="must be a dask array"):
         transform(HOG(), np.zeros((2, 16, 16), np.uint8))
+
+
+@pytest.mark.parametrize("on_cluster", [False, True], ids=["in_process", "cluster"])
+def test_extract_features_to_zarr_and_resume(client, folder, tmp_path, on_cluster):
+    import zarr
+
+    from cvfeat.distributed import extract_features
+
+    files = sorted(str(p) for p in folder.rglob("*.png"))[:700]
+    want = HOG(pixels_per_cell=(8, 8)).fit(read_images(files[:1], size=16)).transform(
+        read_images(files, size=16))
+    out = tmp_path / "f.zarr"
+    kw = dict(size=16, chunk=100, client=client if on_cluster else None, progress=False)
+    Z = extract_features(files, HOG(pixels_per_cell=(8, 8)), out, **kw)  # fitted on chunk 0
+    np.testing.assert_array_equal(Z[:], want)
+    assert Z.attrs["cvfeat_done"] == list(range(0, 700, 100))
+    # an interrupted run: chunks 200 and 500 not recorded; a marker in a recorded chunk
+    arr = zarr.open_array(out, mode="r+")
+    arr[200:300] = 0
+    arr[500:600] = 0
+    arr[0, 0] = -1.0
+    arr.attrs["cvfeat_done"] = [0, 100, 300, 400, 600]
+    Z = extract_features(files, HOG(pixels_per_cell=(8, 8)), out, **kw)
+    assert Z[0, 0] == -1.0  # a recorded chunk is not recomputed
+    np.testing.assert_array_equal(Z[1:], want[1:])  # the missing ones are
+    assert Z.attrs["cvfeat_done"] == list(range(0, 700, 100))
+    with pytest.raises(ValueError, match="written from other inputs"):
+        extract_features(files, HOG(pixels_per_cell=(4, 4)), out, **kw)
+
+
+def test_cli_features(folder, tmp_path, capsys):
+    import zarr
+
+    from cvfeat.cli import main
+    from cvfeat.io import save_model
+
+    sub = folder / "part0"
+    files = sorted(str(p) for p in sub.glob("*.png"))
+    X = read_images(files, size=16)
+    out = tmp_path / "a.zarr"
+    assert main(["features", str(sub), "--out", str(out), "--size", "16", "--hist", "--lbp",
+                 "--chunk", "300"]) == 0
+    assert f"wrote {out}: 1,000 images x " in capsys.readouterr().out
+    union = FeatureUnion([("hist", ColorHistogram()), ("lbp", LBP())]).fit(X[:1])
+    np.testing.assert_array_equal(zarr.open_array(out, mode="r")[:], union.transform(X))
+    # a fitted model file, on a local cluster of one worker process
+    steps = make_pipeline(Grayscale(), HOG(pixels_per_cell=(8, 8))).fit(X[:1])
+    save_model(steps, tmp_path / "steps.skops")
+    out = tmp_path / "b.zarr"
+    assert main(["features", str(sub), "--out", str(out), "--size", "16", "--steps",
+                 str(tmp_path / "steps.skops"), "--scheduler", "local:1"]) == 0
+    np.testing.assert_array_equal(zarr.open_array(out, mode="r")[:], steps.transform(X))
+    assert main(["features", str(sub), "--out", str(out), "--scheduler", "local:0"]) == 2
+    assert "positive N" in capsys.readouterr().err
+    assert main(["features", str(sub), "--out", str(out), "--hog", "--steps", "x.skops"]) == 2
+    assert "--steps replaces" in capsys.readouterr().err
