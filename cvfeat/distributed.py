@@ -16,6 +16,7 @@ when they are missing.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -173,10 +174,10 @@ def _one_thread():
         threadpool_limits(1)
     except ImportError:  # pragma: no cover - scikit-learn depends on threadpoolctl
         pass
-    try:
-        import torch
-    except ImportError:
-        torch = None
+    # torch only where it is already loaded: importing it costs a worker about 300 MB,
+    # which a memory-limited worker may not have (its later import reads OMP_NUM_THREADS,
+    # which LocalCluster's nannies set to 1)
+    torch = sys.modules.get("torch")
     if torch is not None:
         torch.set_num_threads(1)
     return {"opencv": cv2.getNumThreads(),
@@ -204,6 +205,9 @@ class _OneThreadPlugin(_WorkerPlugin):
 
 def configure_workers(client):
     """One thread each for OpenCV, BLAS and torch on every worker of ``client``.
+
+    torch is set where a worker has already imported it (importing it costs about
+    300 MB); a later import there follows ``OMP_NUM_THREADS`` (1 on LocalCluster).
 
     Registers a worker plugin (so workers that join later are set up too) and returns
     ``{worker address: {'opencv': n, 'torch': n}}`` of the current workers.
