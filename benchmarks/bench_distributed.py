@@ -5,7 +5,7 @@ and the throughput of one vs two worker processes.
         [--n-images 50000] [--out benchmarks/results/bench_distributed.json] [--resume]
 
 1. **Larger than memory.** ``extract_features`` streams ``--n-images`` 128x128 RGB images
-   (decoded: 49,152 bytes each; 50,000 images = 2.46 GB, 3.07x the workers' total) into a
+   (decoded: 49,152 bytes each; 50,000 images = 2.46 GB, 3.07x the workers' 800 MB) into a
    zarr array, with HOG (16x16 cells), on ``LocalCluster(n_workers=2, threads_per_worker=1,
    memory_limit='400MB')``. Reported: wall-clock, peak worker memory (the scheduler's
    per-worker metric, polled every 0.25 s), spilled bytes, whether a worker restarted (its
@@ -99,7 +99,7 @@ def part_memory(files, args):
     from cvfeat.features import HOG
     from cvfeat.io import read_images
 
-    limit = 400 * 2**20
+    limit = 400 * 10**6  # bytes: 2 x 400 MB = 800 MB, a third of the decoded images
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit=limit,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         configure_workers(client)

@@ -13,7 +13,7 @@ pytest.importorskip("distributed")
 from sklearn.pipeline import FeatureUnion, make_pipeline  # noqa: E402
 
 from cvfeat.distributed import configure_workers, image_array, transform  # noqa: E402
-from cvfeat.features import HOG, LBP, ColorHistogram  # noqa: E402
+from cvfeat.features import HOG, LBP, ColorHistogram, SIFTBoW  # noqa: E402
 from cvfeat.io import ImageReadError, read_images  # noqa: E402
 from cvfeat.preprocessing import Grayscale  # noqa: E402
 
@@ -60,6 +60,9 @@ STEPS = {
     "union": lambda: FeatureUnion([("hog", HOG(pixels_per_cell=(8, 8))),
                                    ("hist", ColorHistogram(bins=4)), ("lbp", LBP())]),
     "pipeline": lambda: make_pipeline(Grayscale(), HOG(pixels_per_cell=(4, 4))),
+    "sift_bow": lambda: SIFTBoW(mode="dense", n_words=8, random_state=0),
+    "lbp": lambda: LBP(P=8, R=1.5, grid=(2, 2)),
+    "hist_lab": lambda: ColorHistogram(space="lab", bins=3),
 }
 
 
@@ -137,7 +140,7 @@ def test_extract_features_to_zarr_and_resume(client, folder, tmp_path, on_cluste
         extract_features(files, HOG(pixels_per_cell=(4, 4)), out, **kw)
 
 
-def test_cli_features(folder, tmp_path, capsys):
+def test_cli_features(client, folder, tmp_path, capsys):
     import zarr
 
     from cvfeat.cli import main
@@ -159,6 +162,13 @@ def test_cli_features(folder, tmp_path, capsys):
     assert main(["features", str(sub), "--out", str(out), "--size", "16", "--steps",
                  str(tmp_path / "steps.skops"), "--scheduler", "local:1"]) == 0
     np.testing.assert_array_equal(zarr.open_array(out, mode="r")[:], steps.transform(X))
+    # an existing scheduler by its address (the module's cluster)
+    out = tmp_path / "c.zarr"
+    assert main(["features", str(sub), "--out", str(out), "--size", "16", "--color", "gray",
+                 "--scheduler", client.scheduler.address]) == 0
+    grey = read_images(files, size=16, color="gray")
+    np.testing.assert_array_equal(zarr.open_array(out, mode="r")[:],
+                                  HOG().fit(grey[:1]).transform(grey))
     assert main(["features", str(sub), "--out", str(out), "--scheduler", "local:0"]) == 2
     assert "positive N" in capsys.readouterr().err
     assert main(["features", str(sub), "--out", str(out), "--hog", "--steps", "x.skops"]) == 2
