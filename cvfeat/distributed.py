@@ -23,7 +23,8 @@ import numpy as np
 
 from .io import DEFAULT_MAX_PIXELS, ImageReadError, _as_path_list, _check_size, _read_chunk
 
-__all__ = ["IMAGE_SUFFIXES", "configure_workers", "extract_features", "image_array", "transform"]
+__all__ = ["IMAGE_SUFFIXES", "configure_workers", "extract_features", "fit_ridge", "image_array",
+           "transform", "validation_mask"]
 
 #: the files :func:`image_array` takes from a folder (searched recursively, sorted)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -348,3 +349,135 @@ def extract_features(source, steps, out, *, size=64, color="rgb", chunk=256, cli
         if bar is not None:
             bar.close()
     return zarr.open_array(out, mode="r")
+
+
+# -- exact linear fits from one pass over a dask feature matrix ------------------------
+
+
+def validation_mask(n, validation_fraction, random_state):
+    """The held-out rows of :func:`fit_ridge`: ``rng.random(n) < validation_fraction``
+    with ``rng = numpy.random.default_rng(random_state)``."""
+    return np.random.default_rng(random_state).random(n) < validation_fraction
+
+
+def _moments(X, y, weights, shift):
+    """Lazy weighted sums of the shifted rows ``x - shift``: n, sum x, x^T x, x^T y,
+    sum y, y^T y (dask reductions sharing one pass over ``X``)."""
+    Xs = X - shift
+    wX = Xs * weights[:, None]
+    return (weights.sum(), wX.sum(axis=0), wX.T @ Xs, wX.T @ y, (weights * y).sum(),
+            (weights * y * y).sum())
+
+
+def _ridge_from(m, alpha):
+    """(mean, var, scale, coef, intercept) of StandardScaler + Ridge(alpha) from sums
+    of shifted rows ``m = (n, sx, G, sxy, sy, syy)`` (float64)."""
+    n, sx, G, sxy, sy, _ = m
+    mu = sx / n  # shifted mean
+    C = G - n * np.outer(mu, mu)  # centred Gram
+    var = np.maximum(np.diag(C) / n, 0.0)
+    scale = np.sqrt(var)
+    scale[scale < 10 * np.finfo(np.float64).eps] = 1.0  # as StandardScaler: constant -> 1
+    ybar = sy / n
+    cxy = sxy - n * mu * ybar
+    A = C / np.outer(scale, scale) + alpha * np.eye(len(mu))
+    coef = np.linalg.solve(A, cxy / scale)
+    return mu, var, scale, coef, ybar
+
+
+def fit_ridge(features, y, *, alphas=(0.1, 1.0, 10.0, 100.0), validation_fraction=0.2,
+              random_state=0):
+    """``StandardScaler`` + ``Ridge`` fitted exactly from one pass over a dask matrix.
+
+    The sums that the fit needs -- per feature the sum and, with each other feature and
+    the target, the products (``X^T X``, ``X^T y``), for the training and the held-out
+    rows -- are computed blockwise in one pass (on the cluster when a ``Client`` is
+    active); the solve happens here, on ``d x d`` matrices. ``alpha`` is the one of
+    ``alphas`` with the smallest squared error on the held-out rows
+    (:func:`validation_mask`) when fitted on the others; the model is then refitted on
+    all rows.
+
+    Parameters
+    ----------
+    features : dask.array.Array or ndarray, (n, d)
+        Finite features (e.g. :func:`transform` of :func:`image_array`, or a zarr array
+        through ``dask.array.from_zarr``), chunked along the rows.
+    y : array-like, (n,)
+        Targets.
+    alphas : sequence of float, default=(0.1, 1, 10, 100)
+    validation_fraction : float in (0, 1), default=0.2
+    random_state : int, default=0
+
+    Returns
+    -------
+    pipeline : sklearn.pipeline.Pipeline
+        ``make_pipeline(StandardScaler(), Ridge(alpha))`` with its fitted attributes
+        (``mean_``, ``var_``, ``scale_``, ``coef_``, ``intercept_``), whose predictions
+        equal those of the same pipeline fitted in memory. Its ``validation_mse_`` maps
+        each alpha to the held-out squared error.
+    """
+    da = _dask("fit_ridge")
+    import dask
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = features if isinstance(features, da.Array) else da.from_array(np.asarray(features))
+    if X.ndim != 2:
+        raise ValueError(f"fit_ridge: features must be (n, d); got shape {X.shape}.")
+    n, d = X.shape
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if len(y) != n:
+        raise ValueError(f"fit_ridge: features have {n} rows but y has {len(y)} values; "
+                         "they must be the same images in the same order.")
+    if not np.isfinite(y).all():
+        raise ValueError("fit_ridge: y holds NaN or infinite values; drop those rows.")
+    if not 0 < validation_fraction < 1:
+        raise ValueError(f"fit_ridge: validation_fraction must be in (0, 1); got "
+                         f"{validation_fraction!r}.")
+    alphas = [float(a) for a in alphas]
+    if not alphas or any(not np.isfinite(a) or a <= 0 for a in alphas):
+        raise ValueError(f"fit_ridge: alphas must be positive finite numbers; got {alphas!r}.")
+    X = X.rechunk({1: -1}).astype(np.float64)
+    rows = X.chunks[0]
+    yd = da.from_array(y, chunks=(rows,))
+    val = validation_mask(n, validation_fraction, random_state)
+    if val.all() or not val.any():
+        raise ValueError("fit_ridge: the held-out split is empty or takes every row; use "
+                         "more rows or another validation_fraction.")
+    w_train = da.from_array((~val).astype(np.float64), chunks=(rows,))
+    shift = np.asarray(X[:1].compute(), dtype=np.float64)[0]  # conditions the sums
+    if not np.isfinite(shift).all():
+        raise ValueError("fit_ridge: the features hold NaN or infinite values (row 0); "
+                         "remove or repair those images before fitting.")
+    ones = da.ones(n, chunks=(rows,))
+    train, full = dask.compute(_moments(X, yd, w_train, shift), _moments(X, yd, ones, shift))
+    train = [np.asarray(v, dtype=np.float64) for v in train]
+    full = [np.asarray(v, dtype=np.float64) for v in full]
+    if not all(np.isfinite(v).all() for v in full):
+        raise ValueError("fit_ridge: the features hold NaN or infinite values; remove or "
+                         "repair those images (e.g. F[da.isfinite(F).all(axis=1)]) first.")
+    held = [f - t for f, t in zip(full, train, strict=True)]
+    mse = {}
+    for alpha in alphas:
+        mu, _, scale, coef, ybar = _ridge_from(train, alpha)
+        u = coef / scale  # prediction = (x - shift) . u + k
+        k = ybar - mu @ u
+        nv, sx, G, sxy, sy, syy = held
+        sse = syy - 2 * u @ sxy - 2 * k * sy + u @ G @ u + 2 * k * (u @ sx) + nv * k * k
+        mse[alpha] = float(max(sse, 0.0) / nv)
+    best = min(alphas, key=lambda a: (mse[a], a))
+    mu, var, scale, coef, ybar = _ridge_from(full, best)
+    scaler = StandardScaler()
+    scaler.mean_ = mu + shift
+    scaler.var_ = var
+    scaler.scale_ = scale
+    scaler.n_features_in_ = d
+    scaler.n_samples_seen_ = n
+    ridge = Ridge(alpha=best)
+    ridge.coef_ = coef
+    ridge.intercept_ = np.float64(ybar)  # a numpy scalar, as Ridge sets it
+    ridge.n_features_in_ = d
+    pipe = make_pipeline(scaler, ridge)
+    pipe.validation_mse_ = mse
+    return pipe

@@ -173,3 +173,86 @@ def test_cli_features(client, folder, tmp_path, capsys):
     assert "positive N" in capsys.readouterr().err
     assert main(["features", str(sub), "--out", str(out), "--hog", "--steps", "x.skops"]) == 2
     assert "--steps replaces" in capsys.readouterr().err
+
+
+def _features_and_target(n=1003, d=20):
+    rng = np.random.default_rng(3)
+    F = rng.normal(size=(n, d)) * rng.uniform(0.05, 3, d) + rng.uniform(-50, 100, d)
+    F[:, 3] = 7.0  # a constant feature: StandardScaler keeps its scale at 1
+    y = F[:, :5] @ rng.normal(size=5) + rng.normal(size=n)
+    return F, y
+
+
+@pytest.mark.parametrize("chunks", [1003, 250, 97, 400])  # uneven last chunks
+def test_fit_ridge_equals_in_memory(client, chunks):
+    import dask.array as da
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from cvfeat.distributed import fit_ridge, validation_mask
+
+    F, y = _features_and_target()
+    alphas = (0.01, 1.0, 30.0, 1000.0)
+    pipe = fit_ridge(da.from_array(F, chunks=(chunks, 20)), y, alphas=alphas)
+    # the alpha is the in-memory choice on the same split
+    val = validation_mask(len(y), 0.2, 0)
+    mse = {}
+    for a in alphas:
+        ref = make_pipeline(StandardScaler(), Ridge(alpha=a)).fit(F[~val], y[~val])
+        mse[a] = np.mean((ref.predict(F[val]) - y[val]) ** 2)
+        np.testing.assert_allclose(pipe.validation_mse_[a], mse[a], rtol=1e-9)
+    best = min(alphas, key=lambda a: mse[a])
+    assert pipe[-1].alpha == best
+    ref = make_pipeline(StandardScaler(), Ridge(alpha=best)).fit(F, y)
+    X_new = F[::7] + 0.1
+    got, want = pipe.predict(X_new), ref.predict(X_new)
+    assert np.abs(got - want).max() <= 1e-6 * np.abs(want).max()
+    np.testing.assert_allclose(pipe[0].mean_, ref[0].mean_, rtol=1e-12)
+    np.testing.assert_allclose(pipe[0].scale_, ref[0].scale_, rtol=1e-9)
+
+
+def test_fit_ridge_from_zarr_exports(tmp_path):
+    import dask.array as da
+    import zarr
+
+    from cvfeat.distributed import fit_ridge
+    from cvfeat.export import check_parity, to_onnx
+
+    F, y = _features_and_target(300, 8)
+    z = zarr.open_array(tmp_path / "f.zarr", mode="w", shape=F.shape, chunks=(64, 8),
+                        dtype=F.dtype)
+    z[:] = F
+    pipe = fit_ridge(da.from_zarr(str(tmp_path / "f.zarr")), y)
+    from sklearn.pipeline import make_pipeline as mp
+
+    X = np.random.default_rng(0).integers(0, 256, (20, 8, 8), dtype=np.uint8)
+    hog_pipe = mp(HOG(pixels_per_cell=(4, 4), cells_per_block=(1, 1), orientations=2).fit(X),
+                  *[s for _, s in pipe.steps])
+    assert hog_pipe[0].transform(X).shape[1] == 8
+    report = check_parity(hog_pipe, to_onnx(hog_pipe, X[:1]), X)
+    assert report["max_rel"] <= 1e-4
+    from cvfeat.io import load_model, save_model
+
+    back = load_model(save_model(hog_pipe, tmp_path / "m.skops"))
+    np.testing.assert_array_equal(back.predict(X), hog_pipe.predict(X))
+    from cvfeat.export.c import check_parity_c, find_compiler, to_c
+
+    if find_compiler() is not None:  # CI has cc; the C export's own tests need it too
+        assert check_parity_c(hog_pipe, to_c(hog_pipe, X[:1], name="m"), X)["max_rel"] <= 1e-4
+
+
+def test_fit_ridge_refuses_bad_input():
+    import dask.array as da
+
+    from cvfeat.distributed import fit_ridge
+
+    F, y = _features_and_target(200, 5)
+    bad = F.copy()
+    bad[150, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        fit_ridge(da.from_array(bad, chunks=(64, 5)), y)
+    with pytest.raises(ValueError, match="200 rows but y has 199"):
+        fit_ridge(da.from_array(F, chunks=(64, 5)), y[:-1])
+    with pytest.raises(ValueError, match="alphas must be positive"):
+        fit_ridge(F, y, alphas=(0.0,))
