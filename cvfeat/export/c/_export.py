@@ -160,8 +160,7 @@ def _generate_cnn(program, steps, X, img):
         return "feat", d
 
     n_out, task, classes = micro_cnn(program, cnn, img, arena, where, feature_gen)
-    return {"task": task, "n_outputs": int(n_out), "single_target": n_out == 1,
-            "n_features": 0, "classes": classes,
+    return {"task": task, "n_outputs": int(n_out), "n_features": 0, "classes": classes,
             "macs": int(cnn.n_macs_), "streamed": False}
 
 
@@ -179,7 +178,7 @@ def _generate(est, X, name):
     part = _feature_part(feature_steps)
     d = int(np.asarray(part.transform(X[:1])).shape[1])
     arena = Arena(program)
-    n_out, task, single, final = d, "features", False, None
+    n_out, task, final = d, "features", None
     if model is not None:
         where, m = model
         d_in = d
@@ -188,7 +187,7 @@ def _generate(est, X, name):
         final = final_model(m, d_in, where)
         if final is None:
             raise _unsupported(where, m)
-        task, n_out, single = "regression", final.n_out, final.single
+        task, n_out = "regression", final.n_out
     stream = (final is not None and final.kind == "linear" and len(vector) <= 1
               and all(type(s) is StandardScaler for _, s in vector))
     decls = ["int i, j;", "(void)i;", "(void)j;"]
@@ -229,7 +228,7 @@ def _generate(est, X, name):
         elif not store_in_out:
             n_out = dd
             program.emit(f"for (i = 0; i < {dd}; ++i) out[i] = feat[i];")
-    return program, decls, {"task": task, "n_outputs": int(n_out), "single_target": single,
+    return program, decls, {"task": task, "n_outputs": int(n_out),
                             "n_features": d, "input": (h, w, c), "streamed": bool(stream)}
 
 

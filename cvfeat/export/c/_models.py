@@ -21,7 +21,7 @@ __all__ = ["VECTOR_STEPS", "fold_scaler", "linear_parameters", "scaler_parameter
 
 
 def linear_parameters(model, d, where):
-    """``(W (k, d), b (k,), single_target)`` of a fitted linear regressor, or None if
+    """``(W (k, d), b (k,))`` of a fitted linear regressor, or None if
     ``model`` is not one."""
     if not is_regressor(model) or not hasattr(model, "coef_") \
             or not hasattr(model, "intercept_"):
@@ -45,7 +45,7 @@ def linear_parameters(model, d, where):
             "not x @ coef_.T + intercept_ (a link function or a transformed target?); it "
             "cannot be exported as a linear model. Use a plain linear regressor (Ridge, "
             "LinearRegression, Lasso, LinearSVR, ...).")
-    return W, b, coef.ndim == 1
+    return W, b
 
 
 def scaler_parameters(scaler):
@@ -132,8 +132,8 @@ class Final:
     """The last step in C: ``linear`` (W, b: the features can be streamed into it) or
     ``vector`` (``emit(program, d)`` writes ``out`` from the stored ``feat``)."""
 
-    def __init__(self, kind, n_out, single, W=None, b=None, emit=None, name=""):
-        self.kind, self.n_out, self.single = kind, n_out, single
+    def __init__(self, kind, n_out, W=None, b=None, emit=None, name=""):
+        self.kind, self.n_out = kind, n_out
         self.W, self.b, self.emit, self.name = W, b, emit, name
 
 
@@ -149,7 +149,7 @@ def _svr(model, d, where):
     alpha = np.asarray(model.dual_coef_, np.float64).ravel()
     b = float(np.asarray(model.intercept_).ravel()[0])
     if model.kernel == "linear":  # sum_i a_i <sv_i, x> + b = <sum_i a_i sv_i, x> + b
-        return Final("linear", 1, True, W=(alpha @ sv)[None, :], b=np.array([b]))
+        return Final("linear", 1, W=(alpha @ sv)[None, :], b=np.array([b]))
     gamma = float(model._gamma)
 
     def emit(program, dd):
@@ -163,7 +163,7 @@ def _svr(model, d, where):
             f"    out[0] += {A}[j] * expf({c_float(-gamma)} * {dist}({S} + j * {dd}, feat, {dd}));",
             f"out[0] += {c_float(b)};")
 
-    return Final("vector", 1, True, emit=emit, name=f"SVR (rbf, {len(sv)} support vectors)")
+    return Final("vector", 1, emit=emit, name=f"SVR (rbf, {len(sv)} support vectors)")
 
 
 # -- trees -----------------------------------------------------------------------------------
@@ -330,8 +330,7 @@ def _tree_final(model, forest, offset, divide, d, where):
             *([f"for (j = 0; j < {k}; ++j) out[j] /= {c_float(divide)};"] if divide > 1 else []),
             *[f"out[{j}] += {c_float(offset[j])};" for j in range(k) if offset[j] != 0])
 
-    single = np.asarray(model.predict(probe[:2])).ndim == 1
-    return Final("vector", k, single, emit=emit,
+    return Final("vector", k, emit=emit,
                  name=f"{type(model).__name__} ({n_trees} trees, {n_nodes} nodes)")
 
 
@@ -339,8 +338,8 @@ def final_model(model, d, where):
     """The :class:`Final` of a fitted regressor, or None if there is no C generator."""
     linear = linear_parameters(model, d, where)
     if linear is not None:
-        W, b, single = linear
-        return Final("linear", W.shape[0], single, W=W, b=b)
+        W, b = linear
+        return Final("linear", W.shape[0], W=W, b=b)
     for make in (_svr, _trees):
         final = make(model, d, where)
         if final is not None:
