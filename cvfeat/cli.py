@@ -100,10 +100,9 @@ def _cmd_info(args):
 
 
 def _image_files(folder):
-    exts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-    from pathlib import Path
+    from .io import image_files
 
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in exts)
+    files = image_files(folder)
     if not files:
         raise FileNotFoundError(f"no image files (png, jpg, bmp, tif, webp) found in {folder}")
     return files

@@ -21,13 +21,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import DEFAULT_MAX_PIXELS, ImageReadError, _as_path_list, _check_size, _read_chunk
+from .io import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_SUFFIXES,
+    ImageReadError,
+    _as_path_list,
+    _check_size,
+    _read_chunk,
+    image_files,
+)
 
 __all__ = ["IMAGE_SUFFIXES", "configure_workers", "extract_features", "fit_ridge", "image_array",
            "transform", "validation_mask"]
 
-#: the files :func:`image_array` takes from a folder (searched recursively, sorted)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def _dask(where):
@@ -47,8 +53,7 @@ def _paths(paths_or_folder, where):
             raise FileNotFoundError(
                 f"{where}: {folder} is not a folder; pass a folder of images or a list of "
                 "image files.")
-        files = sorted(str(p) for p in folder.rglob("*")
-                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        files = [str(p) for p in image_files(folder)]
         if not files:
             raise FileNotFoundError(
                 f"{where}: no image files ({', '.join(IMAGE_SUFFIXES)}) in {folder}.")

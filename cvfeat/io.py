@@ -36,6 +36,7 @@ import re
 import struct
 from io import BytesIO
 from numbers import Integral
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -154,6 +155,16 @@ def _as_path_list(paths, where):
                 "or pathlib.Path. Pass file paths; images already in memory need no loader."
             )
     return out
+
+
+#: the files taken from a folder of images (``image_files``; searched recursively)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def image_files(folder):
+    """The image files under ``folder`` (by :data:`IMAGE_SUFFIXES`, recursively), sorted;
+    an empty list if there are none."""
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 # --------------------------------------------------------------------------------------
